@@ -1,0 +1,29 @@
+"""Adapters: one per method family, all behind :class:`~ebflow_bench.adapters.base.Adapter`."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Adapter, NLLUnavailable, Unsupported, available, get, register
+
+#: modules that register adapters when imported (one per method family)
+ADAPTER_MODULES = (
+    "ebflow_bench.adapters.ebflow",
+    "ebflow_bench.adapters.energy_flow",
+    "ebflow_bench.adapters.flowmc",
+    "ebflow_bench.adapters.libflows",
+)
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in ADAPTER_MODULES:
+        importlib.import_module(mod)
+    _loaded = True
+
+
+__all__ = ["Adapter", "NLLUnavailable", "Unsupported", "available", "get", "register"]
