@@ -1,0 +1,322 @@
+"""Invertible layers of an EBFlow, split into linear and non-linear ones.
+
+Every layer maps ``x -> y`` and keeps the batch shape it receives (flat ``[B, D]`` or image ``[B, C, H, W]``).
+
+- **Linear layers** (``linear = True``): ``y = A x + b`` with a Jacobian ``A`` that does not depend on ``x``.
+  ``forward`` returns ``(y, None)``; ``const_logdet()`` returns ``log|det A|`` computed from the parameters
+  (``O(D^3)`` for dense matrices and convolutions). Score-matching objectives never call it.
+- **Non-linear layers** (``linear = False``): ``forward`` returns ``(y, logdet)`` with the per-sample
+  ``log|det dy/dx|`` as a ``[B]`` tensor; ``const_logdet()`` raises.
+
+``inverse(y)`` inverts every layer exactly (linear solves, Newton iterations for the smooth leaky ReLU).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Layer", "Dense", "Conv2d", "ActNorm", "SmoothLeakyReLU", "Logit", "Sigmoid", "AffineCoupling",
+]
+
+
+def _sum_per_sample(t: Tensor) -> Tensor:
+    """Sum over every dimension but the first (batch)."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+class Layer(nn.Module):
+    """Base class. Subclasses set ``linear`` and implement ``forward`` and ``inverse``."""
+
+    linear: ClassVar[bool] = False
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def const_logdet(self) -> Tensor:
+        """``log|det J|`` of a linear layer (a scalar depending only on the parameters)."""
+        raise TypeError(f"{type(self).__name__} is non-linear: its log-det depends on x and is returned by forward")
+
+
+def _init_square(dim: int, init: str, neg_init: bool) -> Tensor:
+    if init == "identity":
+        w = torch.eye(dim)
+    elif init == "orthogonal":
+        w = nn.init.orthogonal_(torch.empty(dim, dim))
+    else:
+        raise ValueError(f"unknown init {init!r}; expected 'identity' or 'orthogonal'")
+    return -w if neg_init else w
+
+
+class Dense(Layer):
+    """``y = W x + b`` with an unconstrained ``D x D`` matrix ``W`` (no triangular or LU structure).
+
+    ``log|det W|`` by ``torch.linalg.slogdet`` and the inverse by ``torch.linalg.solve`` (both ``O(D^3)``).
+    Initialisation: ``W = I`` or a random orthogonal matrix, negated with ``neg_init`` (EBFlow's MNIST models
+    use ``-I``); ``b = bias_init`` (the EBFlow code initialises the bias to ones).
+    Image-shaped inputs are flattened for the product and reshaped back.
+    """
+
+    linear = True
+
+    def __init__(self, dim: int, *, bias: bool = True, init: str = "identity", neg_init: bool = False,
+                 bias_init: float = 0.0) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"Dense: dim must be positive, got {dim}")
+        self.dim = dim
+        self.weight = nn.Parameter(_init_square(dim, init, neg_init))
+        self.bias = nn.Parameter(torch.full((dim,), float(bias_init))) if bias else None
+
+    def _flat(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[1] != self.dim:
+            raise ValueError(f"Dense({self.dim}) got input with {flat.shape[1]} features per sample")
+        return flat
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        return F.linear(self._flat(x), self.weight, self.bias).view_as(x), None
+
+    def inverse(self, y: Tensor) -> Tensor:
+        flat = self._flat(y)
+        if self.bias is not None:
+            flat = flat - self.bias
+        return torch.linalg.solve(self.weight, flat.T).T.reshape(y.shape)
+
+    def const_logdet(self) -> Tensor:
+        return torch.linalg.slogdet(self.weight)[1]
+
+
+class Conv2d(Layer):
+    """``C -> C`` convolution with an arbitrary ``k x k`` kernel, stride 1 and zero "same" padding.
+
+    As a linear map on ``C*H*W`` pixels it is a (block-Toeplitz) ``D x D`` matrix ``M``; nothing constrains ``M``
+    to be invertible, as in EBFlow. ``M`` is built exactly by convolving the ``D`` identity basis images, so
+    ``const_logdet`` (slogdet of ``M``) and ``inverse`` (a solve with ``M``) cost ``O(D^3)``: fine for the
+    image sizes of the paper, and only needed for the exact NLL and sampling. The layer must know its input
+    ``shape = (C, H, W)`` to form ``M``. Initialisation: the centre tap is the identity (or a random orthogonal
+    ``C x C`` matrix), negated with ``neg_init``; the other taps are zero.
+    """
+
+    linear = True
+
+    def __init__(self, shape: tuple[int, int, int], kernel_size: int = 3, *, bias: bool = True,
+                 init: str = "identity", neg_init: bool = False, bias_init: float = 0.0) -> None:
+        super().__init__()
+        if len(shape) != 3:
+            raise ValueError(f"Conv2d: shape must be (C, H, W), got {shape}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"Conv2d: kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.shape = tuple(int(s) for s in shape)
+        self.dim = math.prod(self.shape)
+        c = self.shape[0]
+        w = torch.zeros(c, c, kernel_size, kernel_size)
+        w[:, :, kernel_size // 2, kernel_size // 2] = _init_square(c, init, neg_init)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(torch.full((c,), float(bias_init))) if bias else None
+        self.padding = kernel_size // 2
+
+    def _image(self, x: Tensor) -> Tensor:
+        if math.prod(x.shape[1:]) != self.dim:
+            raise ValueError(f"Conv2d{self.shape} got input of shape {tuple(x.shape)}")
+        return x.reshape(x.shape[0], *self.shape)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        y = F.conv2d(self._image(x), self.weight, self.bias, padding=self.padding)
+        return y.reshape(x.shape), None
+
+    def matrix(self) -> Tensor:
+        """The dense ``D x D`` matrix ``M`` with ``conv(x) - bias = M x`` on flattened images."""
+        eye = torch.eye(self.dim, dtype=self.weight.dtype, device=self.weight.device)
+        columns = F.conv2d(eye.view(self.dim, *self.shape), self.weight, padding=self.padding)
+        return columns.reshape(self.dim, self.dim).T
+
+    def inverse(self, y: Tensor) -> Tensor:
+        img = self._image(y)
+        if self.bias is not None:
+            img = img - self.bias.view(1, -1, 1, 1)
+        x = torch.linalg.solve(self.matrix(), img.reshape(y.shape[0], -1).T).T
+        return x.reshape(y.shape)
+
+    def const_logdet(self) -> Tensor:
+        return torch.linalg.slogdet(self.matrix())[1]
+
+
+class ActNorm(Layer):
+    """Per-feature affine map ``y = x * exp(log_scale) + bias`` (linear, ``log|det| = sum log_scale``).
+
+    Parameters have the shape of one sample (``(D,)`` or ``(C, 1, 1)`` per channel for images) and start at the
+    identity. Choice where the paper is silent: no data-dependent initialisation (the layer stays a pure
+    function of its parameters, so the log-det cache and EMA need no special case).
+    """
+
+    linear = True
+
+    def __init__(self, shape: int | tuple[int, ...]) -> None:
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if len(shape) == 3:  # per channel for images
+            self.event_shape: tuple[int, ...] = shape
+            param_shape: tuple[int, ...] = (shape[0], 1, 1)
+        else:
+            self.event_shape = shape
+            param_shape = shape
+        self.log_scale = nn.Parameter(torch.zeros(param_shape))
+        self.bias = nn.Parameter(torch.zeros(param_shape))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        xs = x.reshape(x.shape[0], *self.event_shape)
+        return (xs * self.log_scale.exp() + self.bias).reshape(x.shape), None
+
+    def inverse(self, y: Tensor) -> Tensor:
+        ys = y.reshape(y.shape[0], *self.event_shape)
+        return ((ys - self.bias) * torch.exp(-self.log_scale)).reshape(y.shape)
+
+    def const_logdet(self) -> Tensor:
+        ld = self.log_scale.sum()
+        if len(self.event_shape) == 3:
+            ld = ld * self.event_shape[1] * self.event_shape[2]
+        return ld
+
+
+class SmoothLeakyReLU(Layer):
+    """Element-wise ``y = alpha x + (1 - alpha) softplus(x)``, ``dy/dx = alpha + (1 - alpha) sigmoid(x)``.
+
+    The slope lies in ``(alpha, 1)``, so the map is a bijection of R. The inverse has no closed form: it runs
+    Newton's method inside a bracket that provably contains the root (``|x - y| <= |y - g(y)| / alpha``) and
+    falls back to bisection whenever a Newton step leaves the bracket, until ``|g(x) - y|`` reaches the dtype's
+    tolerance.
+    """
+
+    linear = False
+
+    def __init__(self, alpha: float = 0.3, *, max_iter: int = 100) -> None:
+        super().__init__()
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"SmoothLeakyReLU: alpha must lie in (0, 1), got {alpha}")
+        self.alpha = float(alpha)
+        self.max_iter = max_iter
+
+    def _g(self, x: Tensor) -> Tensor:
+        return self.alpha * x + (1.0 - self.alpha) * F.softplus(x)
+
+    def _slope(self, x: Tensor) -> Tensor:
+        return self.alpha + (1.0 - self.alpha) * torch.sigmoid(x)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._g(x), _sum_per_sample(torch.log(self._slope(x)))
+
+    def inverse(self, y: Tensor) -> Tensor:
+        tol = 1e-12 if y.dtype == torch.float64 else 1e-5
+        with torch.no_grad():
+            radius = (y - self._g(y)).abs() / self.alpha
+            lo, hi = y - radius, y + radius
+            x = y.clone()
+            for _ in range(self.max_iter):
+                r = self._g(x) - y
+                if bool((r.abs() <= tol * (1.0 + y.abs())).all()):
+                    break
+                lo = torch.where(r < 0, x, lo)
+                hi = torch.where(r > 0, x, hi)
+                step = x - r / self._slope(x)
+                x = torch.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+        return x
+
+
+class Logit(Layer):
+    """``y = logit(lam + (1 - 2 lam) x)`` for ``x`` in ``[0, 1]`` (``lam`` keeps it finite at 0 and 1).
+
+    ``log|dy/dx| = log(1 - 2 lam) - log(p) - log(1 - p)`` with ``p = lam + (1 - 2 lam) x``, summed per sample.
+    """
+
+    linear = False
+
+    def __init__(self, lam: float = 1e-6) -> None:
+        super().__init__()
+        if not 0.0 <= lam < 0.5:
+            raise ValueError(f"Logit: lam must lie in [0, 0.5), got {lam}")
+        self.lam = float(lam)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        p = self.lam + (1.0 - 2.0 * self.lam) * x
+        ld = math.log1p(-2.0 * self.lam) - torch.log(p) - torch.log1p(-p)
+        return torch.log(p) - torch.log1p(-p), _sum_per_sample(ld)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return (torch.sigmoid(y) - self.lam) / (1.0 - 2.0 * self.lam)
+
+
+class Sigmoid(Layer):
+    """``y = (sigmoid(x) - lam) / (1 - 2 lam)``: the inverse of :class:`Logit`, mapping R to ``[0, 1]``."""
+
+    linear = False
+
+    def __init__(self, lam: float = 0.0) -> None:
+        super().__init__()
+        self._logit = Logit(lam)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self._logit.inverse(x)
+        # log|dy/dx| = log sigmoid(x) + log sigmoid(-x) - log(1 - 2 lam)
+        ld = F.logsigmoid(x) + F.logsigmoid(-x) - math.log1p(-2.0 * self._logit.lam)
+        return y, _sum_per_sample(ld)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return self._logit(y)[0]
+
+
+class AffineCoupling(Layer):
+    """Affine coupling (RealNVP): features with ``mask == 1`` pass through and condition the others,
+
+    ``y = m * x + (1 - m) * (x * exp(s) + t)``, ``(s_raw, t) = MLP(m * x)``, ``s = bound * tanh(s_raw / bound)``.
+
+    The tanh bound on the log-scale (choice where the paper is silent: ``bound = 2``) keeps the layer well
+    conditioned. The MLP has two hidden layers of width ``hidden`` with SiLU ("swish", as in EBFlow's toy
+    models); its output layer starts at zero so the layer starts as the identity. The default mask keeps the
+    features whose index has parity ``parity``. ``log|det| = sum (1 - m) * s`` per sample.
+    """
+
+    linear = False
+
+    def __init__(self, dim: int, *, hidden: int = 64, mask: Tensor | None = None, parity: int = 0,
+                 bound: float = 2.0) -> None:
+        super().__init__()
+        if mask is None:
+            mask = (torch.arange(dim) % 2 == parity % 2)
+        mask = torch.as_tensor(mask, dtype=torch.get_default_dtype()).reshape(-1)
+        if mask.numel() != dim:
+            raise ValueError(f"AffineCoupling: mask has {mask.numel()} entries, expected {dim}")
+        if not bool(((mask == 0) | (mask == 1)).all()) or mask.sum() in (0, dim):
+            raise ValueError("AffineCoupling: mask must be 0/1 with at least one entry of each")
+        self.dim = dim
+        self.bound = float(bound)
+        self.register_buffer("mask", mask)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 2 * dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _params(self, x_cond: Tensor) -> tuple[Tensor, Tensor]:
+        s_raw, t = self.net(x_cond).chunk(2, dim=1)
+        s = self.bound * torch.tanh(s_raw / self.bound)
+        free = 1.0 - self.mask
+        return s * free, t * free
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(x.shape[0], -1)
+        s, t = self._params(flat * self.mask)
+        y = flat * torch.exp(s) + t  # s = t = 0 on the conditioning features
+        return y.reshape(x.shape), s.sum(dim=1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        flat = y.reshape(y.shape[0], -1)
+        s, t = self._params(flat * self.mask)
+        return ((flat - t) * torch.exp(-s)).reshape(y.shape)

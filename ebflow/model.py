@@ -1,0 +1,181 @@
+"""EBFlow: a normalizing flow read as an energy-based model (Chao et al. 2023).
+
+For a flow ``f`` with layers split into linear ``g_i`` and non-linear ``n_j`` and a standard normal base,
+
+    log p(x) = log N(f(x); 0, I) + sum_j log|det J_nj(x)| + sum_i log|det J_gi|
+             = -E(x) - log Z,        E(x) = -log N(f(x); 0, I) - sum_j log|det J_nj(x)|,
+                                     log Z = -sum_i log|det J_gi|   (a function of the parameters only).
+
+Score matching needs only ``grad_x E`` and never the ``O(D^3)`` linear log-dets; :meth:`EBFlow.linear_logdet`
+computes them for the exact likelihood. With a MaP ``preprocessing`` (:mod:`ebflow.preprocessing`) the flow
+acts on ``u = pre(x)``: ``energy(x) = E(pre(x))`` and ``log_prob`` adds the preprocessing log-det.
+
+Data are flat ``[B, D]`` in and out; the layers see ``[B, *event_shape]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .layers import Layer
+
+__all__ = ["EBFlow", "randn"]
+
+
+def randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal draw with ``like``'s dtype and device; ``generator`` may live on another device."""
+    device = like.device if generator is None else generator.device
+    return torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
+class EBFlow(nn.Module):
+    """Flow ``x -> z`` with energy, exact log-density, score, exact sampling and inversion.
+
+    Args:
+        layers: the flow's layers, applied in order from data to latent.
+        event_shape: shape of one sample as the layers see it (``(D,)`` or ``(C, H, W)``).
+        preprocessing: optional fixed bijection (``forward(x) -> (u, logdet [B])``, ``inverse(u)``) without
+            trainable parameters, applied before the flow (MaP).
+    """
+
+    def __init__(self, layers: Iterable[Layer], event_shape: int | Sequence[int],
+                 preprocessing: nn.Module | None = None) -> None:
+        super().__init__()
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is a {type(layer).__name__}, not an ebflow.layers.Layer")
+        if not layers:
+            raise ValueError("EBFlow needs at least one layer")
+        self.layers = nn.ModuleList(layers)
+        self.event_shape = (int(event_shape),) if isinstance(event_shape, int) else tuple(int(s) for s in event_shape)
+        self.dim = math.prod(self.event_shape)
+        if preprocessing is not None and any(p.requires_grad for p in preprocessing.parameters()):
+            raise ValueError("preprocessing must be fixed (MaP): it has trainable parameters")
+        self.preprocessing = preprocessing
+        self._logdet_cache: tuple[tuple, Tensor] | None = None
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def _ref(self) -> Tensor:
+        """A tensor with the model's dtype and device (first parameter or buffer; default dtype on CPU)."""
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            return t
+        return torch.zeros(())
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"EBFlow expects flat data [B, {self.dim}], got shape {tuple(x.shape)}")
+
+    def linear_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.linear]
+
+    # ----------------------------------------------------------- preprocessing
+    def preprocess(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x -> (u, log|det du/dx|)``; the identity (log-det 0) without preprocessing."""
+        self._check(x)
+        if self.preprocessing is None:
+            return x, x.new_zeros(x.shape[0])
+        return self.preprocessing(x)
+
+    def postprocess(self, u: Tensor) -> Tensor:
+        """``u -> x``, the inverse of :meth:`preprocess`."""
+        return u if self.preprocessing is None else self.preprocessing.inverse(u)
+
+    # -------------------------------------------------------- flow (u space)
+    def flow(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Trained flow on preprocessed data: ``u [B, D] -> (z [B, D], sum of non-linear log-dets [B])``."""
+        self._check(u)
+        h = u.reshape(u.shape[0], *self.event_shape)
+        logdet = u.new_zeros(u.shape[0])
+        for layer in self.layers:
+            h, ld = layer(h)
+            if ld is not None:
+                logdet = logdet + ld
+        return h.reshape(u.shape[0], self.dim), logdet
+
+    def flow_inverse(self, z: Tensor) -> Tensor:
+        """``z -> u`` (inverts every layer of the trained flow)."""
+        self._check(z)
+        h = z.reshape(z.shape[0], *self.event_shape)
+        for layer in reversed(self.layers):
+            h = layer.inverse(h)
+        return h.reshape(z.shape[0], self.dim)
+
+    def flow_energy(self, u: Tensor) -> Tensor:
+        """``E(u) = 0.5 ||f(u)||^2 + (D/2) log(2 pi) - sum_j log|det J_nj(u)|``, ``[B]``."""
+        z, logdet = self.flow(u)
+        return 0.5 * z.pow(2).sum(dim=1) + 0.5 * self.dim * math.log(2 * math.pi) - logdet
+
+    # ------------------------------------------------------ data-space API
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x -> (z, non-linear log-dets [B])``; the preprocessing log-det is not included."""
+        return self.flow(self.preprocess(x)[0])
+
+    def energy(self, x: Tensor) -> Tensor:
+        """``E(pre(x))`` ([B]): ``-log p_z(f(x)) - sum_j log|det J_nj|`` without linear (or MaP) log-dets."""
+        return self.flow_energy(self.preprocess(x)[0])
+
+    def linear_logdet(self) -> Tensor:
+        """``sum_i log|det J_gi|`` over the linear layers (scalar tensor).
+
+        Cached and keyed on every linear parameter's ``(_version, data_ptr())``, so an optimizer step, a
+        ``load_state_dict`` or an EMA swap invalidates it (writes through ``p.data`` bypass the version
+        counter and are not seen). With grad enabled and trainable parameters, it is recomputed with its
+        graph so that ``ml`` can differentiate it (the graph of a cached value may already be freed).
+        """
+        params = [p for layer in self.linear_layers() for p in layer.parameters()]
+        ref = self._ref
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            value = self._compute_linear_logdet(ref)
+            self._logdet_cache = (self._key(params, ref), value.detach())
+            return value
+        key = self._key(params, ref)
+        if self._logdet_cache is None or self._logdet_cache[0] != key:
+            with torch.no_grad():
+                self._logdet_cache = (key, self._compute_linear_logdet(ref))
+        return self._logdet_cache[1]
+
+    @staticmethod
+    def _key(params: list[Tensor], ref: Tensor) -> tuple:
+        return (ref.dtype, ref.device, tuple((p._version, p.data_ptr()) for p in params))
+
+    def _compute_linear_logdet(self, ref: Tensor) -> Tensor:
+        total = torch.zeros((), dtype=ref.dtype, device=ref.device)
+        for layer in self.linear_layers():
+            total = total + layer.const_logdet()
+        return total
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact ``log p(x)`` in data space ([B]): ``-energy(x) + linear_logdet() + log|det dpre/dx|``."""
+        u, pre_logdet = self.preprocess(x)
+        return -self.flow_energy(u) + self.linear_logdet() + pre_logdet
+
+    def score(self, x: Tensor, *, create_graph: bool = False) -> Tensor:
+        """``grad_x log p(x)`` ([B, D]); equals ``-grad_x energy(x)`` without preprocessing."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            u, pre_logdet = self.preprocess(x)
+            logp = pre_logdet - self.flow_energy(u)
+            (g,) = torch.autograd.grad(logp.sum(), x, create_graph=create_graph)
+        return g
+
+    # ------------------------------------------------------------ sampling
+    def inverse(self, z: Tensor) -> Tensor:
+        """``z -> x`` in data space (inverts the flow, then the preprocessing)."""
+        return self.postprocess(self.flow_inverse(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, *, preprocessed: bool = False) -> Tensor:
+        """``n`` exact samples ``[n, D]`` (no graph), in data space, or in the flow's input space ``u`` if
+        ``preprocessed``. The base draw follows the parameters' dtype and device."""
+        ref = self._ref
+        z = randn((n, self.dim), ref, generator)
+        u = self.flow_inverse(z)
+        return u if preprocessed else self.postprocess(u)

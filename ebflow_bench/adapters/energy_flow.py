@@ -1,0 +1,114 @@
+"""Energy-objective flows (Si et al. 2023) behind the adapter protocol.
+
+- ``energy-flow``: EBFlow's dense architecture (``ebflow.architectures.fully_connected(dim, layers)``) used as a
+  generator ``x = F(eps)`` (:class:`baselines.energy_flows.FlowGenerator`) and trained with the energy score;
+  no log-det in training, exact NLL at evaluation. On image tasks (data in [0, 1], flattened) the EBFlow gets
+  its MaP logit preprocessing, so samples are ``sigmoid``-squashed into the data range and the NLL is measured
+  in pixel space, as for EBFlow itself.
+- ``energy-flow-saef``: :class:`baselines.energy_flows.SemiAutoregressiveFlow` (``layers`` hidden layers,
+  sigmoid output on image tasks); no likelihood.
+
+Hyperparameters: ``lr``, ``batch_size``, ``beta`` (energy-score exponent in (0, 2); the public code uses 0.5,
+the default here is 1.0), ``m`` (model samples per datum, >= 2), ``optimizer`` (``adam`` or ``rmsprop``, the
+latter being EBFlow's MNIST optimizer, for matched comparisons). SAEF adds ``block_size`` (``None``: automatic,
+``round(sqrt(D))``, e.g. 1 for 2-D toys and 28, one image row, for MNIST), ``hidden`` and ``context``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from baselines.energy_flows import FlowGenerator, SemiAutoregressiveFlow
+from baselines.energy_flows.loss import check_beta, check_m
+from ebflow.architectures import fully_connected
+from ebflow.preprocessing import LogitTransform
+
+from ..tasks import Task
+from .base import Adapter, NLLUnavailable, register
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+
+
+class _EnergyScoreAdapter(Adapter):
+    """Shared training loop: one Adam (or RMSprop) step on the energy score of ``self.model``."""
+
+    family = "energy-flow"
+    objective = "energy-score"
+    model: nn.Module
+
+    def _setup_training(self) -> None:
+        self.beta = check_beta(self.hparams["beta"])
+        self.m = check_m(self.hparams["m"])
+        name = str(self.hparams["optimizer"]).lower()
+        if name not in _OPTIMIZERS:
+            raise ValueError(f"{self.name}: optimizer must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
+        self.model.to(self.device)
+        self.optimizer = _OPTIMIZERS[name](self.model.parameters(), lr=float(self.hparams["lr"]))
+
+    def train_step(self, batch: torch.Tensor) -> float:
+        self.model.train()
+        loss = self.model.energy_loss(batch, self.m, self.beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        self.model.eval()
+        return self.model.sample(n).detach().to("cpu", torch.float32)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+@register
+class EnergyFlow(_EnergyScoreAdapter):
+    name = "energy-flow"
+    defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "beta": 1.0, "m": 2, "optimizer": "adam"}
+
+    @classmethod
+    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+        if layers < 1:
+            return f"energy-flow needs at least one dense layer, got layers={layers}"
+        return None
+
+    def build(self) -> None:
+        pre = LogitTransform() if self.task.image_shape is not None else None
+        self.model = FlowGenerator(fully_connected(self.dim, self.layers, preprocessing=pre))
+        self._setup_training()
+
+    @torch.no_grad()
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return -self.model.log_prob(x.to(self.device))
+
+
+@register
+class EnergyFlowSAEF(_EnergyScoreAdapter):
+    name = "energy-flow-saef"
+    defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "beta": 1.0, "m": 2, "optimizer": "adam",
+                                "block_size": None, "hidden": 256, "context": 32}
+
+    @classmethod
+    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+        if layers < 1:
+            return f"energy-flow-saef needs at least one hidden layer, got layers={layers}"
+        return None
+
+    def build(self) -> None:
+        k = self.hparams["block_size"]
+        k = max(1, round(math.sqrt(self.dim))) if k is None else int(k)
+        self.model = SemiAutoregressiveFlow(
+            self.dim, k, hidden=int(self.hparams["hidden"]), num_hidden=self.layers,
+            context=int(self.hparams["context"]),
+            output="sigmoid" if self.task.image_shape is not None else "identity")
+        self._setup_training()
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        raise NLLUnavailable("semi-autoregressive energy flow: each block is produced in one shot from noise by an "
+                             "unconstrained (non-invertible) network, so the model has no tractable density")

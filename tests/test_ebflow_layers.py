@@ -1,0 +1,141 @@
+"""Layers of ebflow: exact inverses and log-dets against brute-force autograd Jacobians (float64)."""
+
+import math
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from ebflow import layers as L
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _randomise(layer: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    """Move every parameter away from its (often trivial) initial value, deterministically."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+def _cases():
+    return [
+        ("dense", lambda: _randomise(L.Dense(5)), (5,)),
+        ("dense-neg-orth", lambda: _randomise(L.Dense(5, init="orthogonal", neg_init=True, bias_init=1.0)), (5,)),
+        ("dense-no-bias", lambda: _randomise(L.Dense(4, bias=False)), (4,)),
+        ("conv3", lambda: _randomise(L.Conv2d((2, 3, 3), 3)), (2, 3, 3)),
+        ("conv5", lambda: _randomise(L.Conv2d((1, 4, 4), 5, neg_init=True)), (1, 4, 4)),
+        ("actnorm", lambda: _randomise(L.ActNorm(5)), (5,)),
+        ("actnorm-image", lambda: _randomise(L.ActNorm((2, 2, 2))), (2, 2, 2)),
+        ("slrelu", lambda: L.SmoothLeakyReLU(0.3), (5,)),
+        ("slrelu-image", lambda: L.SmoothLeakyReLU(0.1), (2, 2, 2)),
+        ("coupling", lambda: _randomise(L.AffineCoupling(5, hidden=8, parity=1)), (5,)),
+        ("coupling-image", lambda: _randomise(L.AffineCoupling(8, hidden=8)), (2, 2, 2)),
+        ("sigmoid", lambda: L.Sigmoid(1e-3), (5,)),
+    ]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name,make,shape", CASES, ids=[c[0] for c in CASES])
+def test_inverse_round_trip(name, make, shape):
+    layer = make()
+    x = 2.0 * torch.randn(6, *shape)
+    y, _ = layer(x)
+    assert y.shape == x.shape
+    assert torch.allclose(layer.inverse(y), x, atol=1e-10)
+    # and the other way round
+    assert torch.allclose(layer(layer.inverse(y))[0], y, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,make,shape", CASES, ids=[c[0] for c in CASES])
+def test_logdet_matches_autograd_jacobian(name, make, shape):
+    layer = make()
+    x = torch.randn(3, *shape)
+    _, ld = layer(x)
+    brute = []
+    for xi in x:
+        jac = jacobian(lambda v: layer(v.unsqueeze(0))[0].reshape(-1), xi).reshape(xi.numel(), xi.numel())
+        brute.append(torch.linalg.slogdet(jac)[1])
+    brute = torch.stack(brute)
+    if layer.linear:
+        assert ld is None
+        assert torch.allclose(layer.const_logdet().expand(3), brute, atol=1e-10)
+    else:
+        assert ld.shape == (3,)
+        assert torch.allclose(ld, brute, atol=1e-10)
+        with pytest.raises(TypeError, match="non-linear"):
+            layer.const_logdet()
+
+
+def test_logit_round_trip_and_logdet():
+    layer = L.Logit(1e-3)
+    x = torch.rand(4, 3)
+    y, ld = layer(x)
+    assert torch.allclose(layer.inverse(y), x, atol=1e-12)
+    p = 1e-3 + (1 - 2e-3) * x
+    assert torch.allclose(y, torch.log(p / (1 - p)))
+    expected = (math.log(1 - 2e-3) - torch.log(p * (1 - p))).sum(1)
+    assert torch.allclose(ld, expected)
+    # Sigmoid is its inverse, with the opposite log-det
+    back, ld_back = L.Sigmoid(1e-3)(y)
+    assert torch.allclose(back, x, atol=1e-12)
+    assert torch.allclose(ld_back, -ld, atol=1e-10)
+
+
+def test_conv_matrix_is_the_convolution():
+    conv = _randomise(L.Conv2d((2, 3, 4), 3), scale=1.0)
+    x = torch.randn(5, 2, 3, 4)
+    y, _ = conv(x)
+    expected = x.reshape(5, -1) @ conv.matrix().T + conv.bias.repeat_interleave(12)
+    assert torch.allclose(y.reshape(5, -1), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_smooth_leaky_relu_inverse_on_wide_range(dtype, tol):
+    layer = L.SmoothLeakyReLU(0.3)
+    x = torch.linspace(-60, 60, 2001, dtype=dtype).reshape(-1, 1)
+    y, _ = layer(x)
+    assert torch.allclose(layer.inverse(y), x, atol=tol, rtol=tol)
+    # derivative matches alpha + (1 - alpha) sigmoid(x)
+    _, ld = layer(torch.tensor([[0.0]], dtype=dtype))
+    assert ld.item() == pytest.approx(math.log(0.3 + 0.7 * 0.5), abs=1e-6)
+
+
+def test_dense_inits():
+    assert torch.equal(L.Dense(3, neg_init=True).weight, -torch.eye(3))
+    w = L.Dense(4, init="orthogonal").weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(4), atol=1e-6)
+    assert torch.equal(L.Dense(3, bias_init=1.0).bias, torch.ones(3))
+    assert L.Dense(3).const_logdet().item() == pytest.approx(0.0)
+
+
+def test_layers_work_in_float32_and_keep_dtype():
+    layer = L.Dense(3).float()
+    y, _ = layer(torch.randn(2, 3, dtype=torch.float32))
+    assert y.dtype == torch.float32
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="kernel_size"):
+        L.Conv2d((1, 3, 3), 2)
+    with pytest.raises(ValueError, match="alpha"):
+        L.SmoothLeakyReLU(1.5)
+    with pytest.raises(ValueError, match="init"):
+        L.Dense(3, init="lu")
+    with pytest.raises(ValueError, match="mask"):
+        L.AffineCoupling(3, mask=torch.ones(3))
+    with pytest.raises(ValueError, match="features"):
+        L.Dense(3)(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="lam"):
+        L.Logit(0.5)
