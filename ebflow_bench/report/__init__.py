@@ -1,0 +1,407 @@
+"""The comparison report: ``build_report(run_dirs, out_dir)`` writes ``report.md``, a self-contained
+``report.html`` (figures inlined as base64 PNG) and the PNG figures under ``out_dir/figures/``.
+
+Sections: header (versions, device, commit, dates, commands to reproduce); scaling of step time with D and L
+(log-log, fitted exponents with 95% intervals from ``ebflow_bench.scaling``, speedups against ``ebflow-ml``);
+quality per task (mean ± std over seeds, best in bold, failed cells as "failed", unavailable metrics as "n/a");
+time-to-quality; samples beside the target; the papers' published numbers beside ours
+(``ebflow_bench.published``); asv history when given; every failed cell with its reason.
+
+``quality_table(df)`` / ``quality_stats(df)`` return the quality table as DataFrames (see ``tables``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import figures
+from .doc import Block, Bullets, Code, Figure, Heading, Para, Table, to_html, to_markdown
+from .tables import (BASELINE, METRIC_LABELS, cell_status, failures, fmt, nll_at_time, quality_stats,
+                     quality_table, scaling_panels, speedup_table, step_times)
+
+__all__ = ["build_report", "quality_table", "quality_stats", "failures", "speedup_table", "tables"]
+
+TITLE = "ebflow-bench comparison report"
+IMAGE_TASKS = ("digits", "mnist5k", "patches")
+
+
+def tables(run_dirs: list[str | Path] | str | Path) -> dict[str, pd.DataFrame]:
+    """The report's tables for ``run_dirs`` as DataFrames: quality (text), quality_stats (numbers), speedup,
+    failures."""
+    from ..results import load_results
+
+    df = load_results(run_dirs)
+    return {"quality": quality_table(df), "quality_stats": quality_stats(df), "speedup": speedup_table(df),
+            "failures": failures(df)}
+
+
+def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *,
+                 asv_results: str | Path | pd.DataFrame | None = None, command: str | None = None) -> Path:
+    """Write report.md, report.html and figures/*.png for ``run_dirs`` into ``out_dir``; return report.md's path.
+
+    ``asv_results`` is an asv results directory (read with ``ebflow_bench.asv_results.load_asv_results``) or the
+    tidy table it returns. ``command`` is the command line that built the report (printed in the header).
+    """
+    from ..results import load_results
+
+    run_dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ValueError("build_report: no run directories given")
+    missing = [str(d) for d in run_dirs if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"run directories not found: {', '.join(missing)}")
+    df = load_results(run_dirs)
+    if df.empty:
+        raise ValueError(f"no results in {', '.join(map(str, run_dirs))}: nothing to report")
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # figures of an earlier report must not linger beside this one
+        old.unlink()
+
+    blocks: list[Block] = []
+    blocks += _header(run_dirs, df, command)
+    blocks += _scaling(df, fig_dir)
+    blocks += _quality(df)
+    blocks += _time_to_quality(df, fig_dir)
+    blocks += _samples(run_dirs, df, fig_dir)
+    blocks += _published(df)
+    if asv_results is not None:
+        blocks += _asv(asv_results, fig_dir)
+    blocks += _failures(df)
+
+    md = out / "report.md"
+    md.write_text(to_markdown(TITLE, blocks, out))
+    (out / "report.html").write_text(to_html(TITLE, blocks))
+    return md
+
+
+# ------------------------------------------------------------------------------------------------ header
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _command_text(cmd: list[str] | str | None) -> str:
+    """A recorded command line as text, with the installed script's full path shortened to its name."""
+    parts = list(cmd) if isinstance(cmd, list) else str(cmd or "").split(" ")
+    if parts and Path(parts[0]).name == "ebflow-bench":
+        parts[0] = "ebflow-bench"
+    return " ".join(parts)
+
+
+def _header(run_dirs: list[Path], df: pd.DataFrame, command: str | None) -> list[Block]:
+    blocks: list[Block] = [Heading("Runs")]
+    rows, cmds = [], []
+    for d in run_dirs:
+        meta = _read_json(d / "meta.json")
+        versions = meta.get("versions") or {}
+        vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if isinstance(versions, dict) \
+            else str(versions)
+        n_cells = df.loc[df["run_id"].eq(meta.get("run_id")), "cell_id"].nunique() if meta.get("run_id") else ""
+        rows.append([f"`{d}`", str(meta.get("run_id", "")), str(meta.get("commit", "")) or "unknown",
+                     str(meta.get("device", "")) or "unknown", str(meta.get("started", "")),
+                     str(meta.get("finished", "")), str(n_cells), vtext or "unknown"])
+        for s in meta.get("sessions", []):
+            cmds.append(_command_text(s.get("command")))
+        if not meta.get("sessions") and meta.get("command"):
+            cmds.append(_command_text(meta["command"]))
+        if not meta:
+            cmds.append(f"# {d}: no meta.json: the command that produced this run is unknown")
+    blocks.append(Table(["run dir", "run id", "commit", "device", "started", "finished", "cells", "versions"],
+                        rows))
+    devices = sorted(set(df["device"]) - {""})
+    commits = sorted(set(df["commit"]) - {""})
+    blocks.append(Para(f"Devices in the results table: {', '.join(devices) or 'unknown'}; commits: "
+                       f"{', '.join(commits) or 'unknown'}."))
+    if command:
+        cmds.append(command)
+    blocks += [Para("Commands to reproduce (run(s), then this report):"), Code("\n".join(cmds) or "(unknown)")]
+    return blocks
+
+
+# ----------------------------------------------------------------------------------------------- scaling
+
+
+def _fit(panels: list[tuple[str, float, pd.DataFrame]], x: str) -> tuple[pd.DataFrame, str]:
+    """Exponents of step time against ``x`` per method in each scaling panel, from
+    ``ebflow_bench.scaling.fit_exponents``; returns (table with task and fixed columns, note on failures)."""
+    try:
+        from ..scaling import fit_exponents
+    except ImportError as e:
+        return pd.DataFrame(), f"Exponents not fitted: ebflow_bench.scaling is unavailable ({e})."
+    parts, notes = [], []
+    for task, v, g in panels:
+        try:
+            parts.append(fit_exponents(g, by="method", x=x).assign(task=task, fixed=v))
+        except ValueError as e:
+            notes.append(f"{task} at {'L' if x == 'dim' else 'D'}={int(v)}: {e}")
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return table, ("Not fitted: " + "; ".join(notes) + ".") if notes else ""
+
+
+def _exponent_label(r: pd.Series) -> str:
+    return f"{r['method']} ({fmt(r['slope'], 3)}, [{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}])"
+
+
+def _scaling(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Scaling: step time against D and L")]
+    steps = step_times(df)
+    if steps.empty:
+        return blocks + [Para("No step-time rows in these runs.")]
+    blocks.append(Para("Mean wall time of one training step (s) per task, averaged over seeds. Exponents are "
+                       "slopes of log step time against log D (or log L) with 95% confidence intervals, fitted "
+                       "per method by `ebflow_bench.scaling.fit_exponents`; EBFlow's claim is O(D^2 L) per "
+                       "score-matching step against O(D^3 L) for maximum likelihood."))
+    for x, name in (("dim", "D"), ("layers", "L")):
+        fixed_name = "L" if x == "dim" else "D"
+        panels = scaling_panels(steps, x)
+        if not panels:
+            blocks.append(Para(f"No task was run at two or more {name} with the other settings fixed: no step "
+                               f"time against {name}."))
+            continue
+        fits, note = _fit(panels, x)
+        labels = {(r["task"], r["fixed"], r["method"]): _exponent_label(r) for _, r in fits.iterrows()}
+        path = figures.scaling(panels, x, labels, figures.method_colors(df["method"]),
+                               fig_dir / f"scaling_{name}.png")
+        blocks.append(Figure(path, f"Step time against {name} (log-log) per method, for each task and fixed "
+                                   f"{fixed_name}; legend: fitted exponent and 95% interval."))
+        if len(fits):
+            blocks.append(Table(["task", f"fixed {fixed_name}", "method", f"exponent in {name}", "95% CI",
+                                 "points"],
+                                [[r["task"], str(int(r["fixed"])), r["method"], fmt(r["slope"], 3),
+                                  f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]", str(r.get("n", ""))]
+                                 for _, r in fits.iterrows()]))
+        if note:
+            blocks.append(Para(note))
+    sp = speedup_table(df)
+    if sp.empty:
+        blocks.append(Para(f"No speedup table: `{BASELINE}` has no step-time rows in these runs."))
+    else:
+        dcols = [c for c in sp.columns if c.startswith("D=")]
+        blocks += [Para(f"Speedup against `{BASELINE}` (its mean step time / the method's; > 1 is faster) at "
+                        f"each D, on the same task and L:"),
+                   Table(["task", "L", "method", *dcols],
+                         [[r["task"], str(r["layers"]), r["method"],
+                           *[("" if math.isnan(r[c]) else f"{r[c]:.3g}x") for c in dcols]]
+                          for _, r in sp.iterrows()])]
+    return blocks
+
+
+# ----------------------------------------------------------------------------------------------- quality
+
+
+def _quality(df: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading("Quality per task"),
+                           Para("Mean ± standard deviation over seeds (one value: a single seed). Lower is "
+                                "better in every column; the best per task and column is **bold** (log Z stderr "
+                                "is not ranked). \"failed\": every seed of the cell failed; \"n/a\": the metric "
+                                "is not available for the method. Reasons are listed under each table.")]
+    stats = quality_stats(df)
+    if stats.empty:
+        return blocks + [Para("No quality metrics in these runs.")]
+    text = quality_table(df, mark_best=True)
+    for (task, dim), g in text.groupby(["task", "dim"], sort=True):
+        metrics = list(stats.loc[stats["task"].eq(task) & stats["dim"].eq(dim), "metric"].unique())
+        metrics = [m for m in METRIC_LABELS if m in metrics]
+        multi = g["layers"].nunique() > 1 or g["budget"].nunique() > 1
+        head = ["method", *(["L", "steps"] if multi else []), *[METRIC_LABELS[m] for m in metrics]]
+        rows = [[r["method"], *([str(r["layers"]), str(r["budget"])] if multi else []), *[r[m] for m in metrics]]
+                for _, r in g.iterrows()]
+        one = g.iloc[0]
+        blocks += [Heading(f"{task} (D = {dim})" + ("" if multi else f", L = {one['layers']}, "
+                                                                      f"{one['budget']} steps"), 3),
+                   Table(head, rows)]
+        s = stats[stats["task"].eq(task) & stats["dim"].eq(dim) & stats["reason"].ne("")]
+        notes = sorted({f"{r['method']}: {r['reason']}" for _, r in s.iterrows()
+                        if r["status"] == "failed" or r["n_failed"]}) + \
+            sorted({f"{r['method']}, {METRIC_LABELS[r['metric']]} n/a: {r['reason']}" for _, r in s.iterrows()
+                    if r["status"] == "n/a"})
+        if notes:
+            blocks.append(Bullets(notes))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------- time to quality
+
+
+def _time_to_quality(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Time to quality")]
+    t = nll_at_time(df)
+    if t.empty:
+        return blocks + [Para("No `nll_at_time` checkpoints in these runs (or none with an available NLL).")]
+    t = t.assign(seed=t["seed"].astype(int), dim=t["dim"].astype(int))
+    path = figures.time_to_quality(t, figures.method_colors(df["method"]), fig_dir / "time_to_quality.png")
+    return blocks + [Figure(path, "Checkpoint test NLL (nats) against training wall-clock seconds, one line per "
+                                  "method and seed, per task.")]
+
+
+# ----------------------------------------------------------------------------------------------- samples
+
+
+def _task_target(task: str, dim: int, options: dict[str, Any]) -> tuple[Any, str]:
+    """(Task or None, note) for drawing the target; the task is built lazily and may be unavailable."""
+    try:
+        from ..tasks import get_task, task_dim
+
+        return get_task(task, dim=None if task_dim(task) is not None else dim, seed=0, **options), ""
+    except Exception as e:  # noqa: BLE001  (any reason the data cannot be had: the plot goes without target)
+        return None, f"target not drawn ({type(e).__name__}: {e})"
+
+
+def _sample_files(run_dirs: list[Path]) -> dict[str, Path]:
+    return {p.stem: p for d in run_dirs for p in sorted((d / "samples").glob("*.npy"))}
+
+
+def _samples(run_dirs: list[Path], df: pd.DataFrame, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Samples")]
+    files = _sample_files(run_dirs)
+    cells = cell_status(df)
+    cells = cells[~cells["failed"] & cells["cell_id"].isin(files)]
+    options: dict[str, dict] = {}
+    for d in run_dirs:
+        options = {**_read_json(d / "matrix.json").get("task_options", {}), **options}
+    drawn = 0
+    for (task, dim), g in cells.groupby(["task", "dim"], sort=True):
+        if dim != 2 and task not in IMAGE_TASKS:
+            continue
+        target_task, note = _task_target(task, dim, options.get(task, {}))
+        shape = getattr(target_task, "image_shape", None)
+        if dim != 2 and shape is None:
+            side = int(round(math.sqrt(dim)))
+            if side * side != dim:
+                continue
+            shape = (1, side, side)
+        picked = g.sort_values(["budget", "layers", "seed"], ascending=[False, False, True]) \
+            .drop_duplicates("method").sort_values("method")
+        samples = {r["method"]: np.load(files[r["cell_id"]]) for _, r in picked.iterrows()}
+        samples = {m: s for m, s in samples.items() if s.ndim == 2 and s.shape[1] == dim}
+        if not samples:
+            continue
+        target = target_task.test.numpy() if target_task is not None else None
+        which = ", ".join(f"{r['method']}: seed {r['seed']}, L={r['layers']}, {r['budget']} steps"
+                          for _, r in picked.iterrows())
+        if dim == 2:
+            bounds = getattr(target_task, "bounds", None)
+            path = figures.scatter_2d(target, samples, bounds, figures.method_colors(df["method"]), task,
+                                      fig_dir / f"samples_{task}.png")
+            caption = f"{task}: model samples beside the test data ({which})."
+        else:
+            path = figures.image_grid(target, samples, shape, task, fig_dir / f"samples_{task}.png")
+            caption = f"{task}: sample images beside test images ({which})."
+        blocks.append(Figure(path, caption + (f" {note}." if note else "")))
+        drawn += 1
+    if not drawn:
+        blocks.append(Para("No 2-D or image task with saved samples in these runs."))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------- published
+
+
+def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str) -> str:
+    """Our entry for ``method`` beside a published row: the first of the table's tasks in the run, the group
+    (dim, layers, budget) with the most ok cells, then the largest budget."""
+    present = [t for t in table.tasks if t in set(stats["task"])]
+    if not present:
+        return ""
+    task = present[0]
+    if metric == "batches_per_s":
+        s = step_times(df)
+        s = s[s["task"].eq(task) & s["method"].eq(method)]
+        return f"{1.0 / s['value'].mean():.3g}" if len(s) else ""
+    s = stats[stats["task"].eq(task) & stats["method"].eq(method) & stats["metric"].eq(metric)]
+    if s.empty:
+        return ""
+    r = s.sort_values(["n_ok", "budget"], ascending=False).iloc[0]
+    if r["status"] != "ok":
+        return str(r["status"])
+    return fmt(r["mean"]) if math.isnan(r["std"]) else f"{fmt(r['mean'])} ± {fmt(r['std'], 2)}"
+
+
+def _published_value(v) -> str:
+    if v is None:
+        return ""
+    mean, ci = v
+    return f"{mean:g}" if ci is None else f"{mean:g} ± {ci:g}"
+
+
+def _published(df: pd.DataFrame) -> list[Block]:
+    from ..published import tables_for
+
+    blocks: list[Block] = [Heading("Published numbers beside ours")]
+    stats = quality_stats(df)
+    run_tasks = set(df["task"])
+    found = tables_for(run_tasks)
+    if not found:
+        return blocks + [Para("No task of these runs matches a published table.")]
+    for t in found:
+        our_methods = set(df["method"])
+        head = ["published row", *t.columns, *[label for label, _ in t.ours]]
+        rows = []
+        for label, values in t.rows.items():
+            m = t.method_map.get(label)
+            ours = [_ours(df, stats, t, m, metric) if m in our_methods else "" for _, metric in t.ours]
+            rows.append([label + (f" (ours: `{m}`)" if m in our_methods else ""),
+                         *[_published_value(v) for v in values], *ours])
+        blocks += [Heading(t.title, 3), Para(f"Source: {t.source}. Metric: {t.metric}. Empty cells: not given "
+                                             f"by the paper, or not measured by these runs."),
+                   Table(head, rows), Bullets(list(t.differences))]
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------------- asv
+
+
+def _asv(asv_results: str | Path | pd.DataFrame, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("asv history")]
+    if isinstance(asv_results, pd.DataFrame):
+        asv = asv_results
+    else:
+        try:
+            from ..asv_results import load_asv_results
+        except ImportError as e:
+            return blocks + [Para(f"asv results not read: ebflow_bench.asv_results is unavailable ({e}).")]
+        asv = load_asv_results(asv_results)
+    asv = asv[pd.to_numeric(asv["value"], errors="coerce").notna()] if len(asv) else asv
+    if asv.empty:
+        return blocks + [Para("The asv results hold no values.")]
+    asv = asv.assign(value=asv["value"].astype(float))
+    path = figures.asv_history(asv, fig_dir / "asv_history.png")
+    blocks.append(Figure(path, "asv benchmark values per commit (commits in date order)."))
+    order = asv.sort_values("date").drop_duplicates("commit")["commit"].tolist()[-8:]
+    keys = [c for c in ("benchmark", "method", "dim", "layers", "unit") if c in asv.columns]
+    recent = asv[asv["commit"].isin(order)]
+    wide = recent.groupby([*keys, "commit"], dropna=False)["value"].mean().unstack("commit")
+    wide = wide.reindex(columns=order)
+    rows = [[*("" if pd.isna(k) else str(k) for k in (idx if isinstance(idx, tuple) else (idx,))),
+             *("" if pd.isna(v) else fmt(v) for v in r)] for idx, r in wide.iterrows()]
+    blocks += [Para(f"Values at the last {len(order)} commits (oldest first):"),
+               Table([*keys, *[c[:7] for c in order]], rows)]
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+def _failures(df: pd.DataFrame) -> list[Block]:
+    f = failures(df)
+    blocks: list[Block] = [Heading("Failures")]
+    if f.empty:
+        return blocks + [Para("No cell failed.")]
+    blocks.append(Para(f"{len(f)} of {cell_status(df).shape[0]} cells failed:"))
+    blocks.append(Table(["cell", "method", "task", "D", "L", "seed", "steps", "reason"],
+                        [[f"`{r['cell_id']}`", r["method"], r["task"], str(r["dim"]), str(r["layers"]),
+                          str(r["seed"]), str(r["budget"]), r["reason"]] for _, r in f.iterrows()]))
+    return blocks
+

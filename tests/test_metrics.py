@@ -1,0 +1,187 @@
+"""Metrics against closed forms: MMD^2 and energy distance of Gaussians, sliced Wasserstein of a shift, grid
+KL/TV of right and wrong densities, mode-weight error on constructed samples; the registry's error handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ebflow_bench import metrics
+from ebflow_bench.metrics import (MetricUnavailable, available_metrics, compute_metrics, energy_distance, get_metric,
+                                  mmd2_unbiased, register_metric)
+from ebflow_bench.tasks import Task, bits_per_dim, get_task
+
+FIXED_NAMES = {"test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance", "grid_kl", "grid_tv",
+               "mode_weight_error"}
+
+
+def _plain_task(test: torch.Tensor, **kw) -> Task:
+    return Task("plain", test.shape[1], test, test, **kw)
+
+
+def _randn(n, d, seed):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_registry():
+    assert FIXED_NAMES <= set(available_metrics())
+    assert metrics.available() == available_metrics()
+    m = get_metric("grid_kl")
+    assert m.unit == "nats" and not m.applies(get_task("digits")) and m.applies(get_task("rings", n_train=10, n_test=10))
+    with pytest.raises(KeyError, match="unknown metric 'nope'.*mmd"):
+        get_metric("nope")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_metric("mmd", unit="")(lambda task, samples, nll, *, seed: 0.0)
+
+
+def test_mmd_closed_form_for_shifted_gaussians():
+    # x ~ N(0, s^2 I), y ~ N(delta, s^2 I), k = exp(-|a-b|^2 / (2h^2)):
+    # E k(x, x') = (h^2 / (h^2 + 2 s^2))^(D/2), E k(x, y) = same * exp(-|delta|^2 / (2 (h^2 + 2 s^2)))
+    d, s, h = 2, 1.0, 1.5
+    delta = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    c = (h**2 / (h**2 + 2 * s**2)) ** (d / 2)
+    exact = 2 * c * (1 - math.exp(-float(delta @ delta) / (2 * (h**2 + 2 * s**2))))
+    vals = [mmd2_unbiased(_randn(1500, d, 2 * r), _randn(1500, d, 2 * r + 1) + delta, h) for r in range(4)]
+    assert abs(np.mean(vals) - exact) < 0.1 * exact, (vals, exact)
+    same = [mmd2_unbiased(_randn(1500, d, 2 * r), _randn(1500, d, 2 * r + 1), h) for r in range(4)]
+    assert abs(np.mean(same)) < 2e-3  # unbiased: zero in expectation for equal distributions
+    assert abs(mmd2_unbiased(_randn(500, d, 0), _randn(500, d, 0), h)) < 2 / 500  # identical sets: O(1/n)
+
+
+def _mean_abs_normal(mu: float, var: float, d: int) -> float:
+    """E|Z| for Z ~ N(mu e_1, var I_d), d = 1 (folded normal) or 2 (Rice)."""
+    s = math.sqrt(var)
+    return stats.foldnorm(abs(mu) / s, scale=s).mean() if d == 1 else stats.rice(abs(mu) / s, scale=s).mean()
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_energy_distance_closed_form(d):
+    mu = 1.0
+    exact = 2 * _mean_abs_normal(mu, 2.0, d) - 2 * _mean_abs_normal(0.0, 2.0, d)
+    shift = torch.zeros(d, dtype=torch.float64)
+    shift[0] = mu
+    vals = [energy_distance(_randn(2000, d, 2 * r), _randn(2000, d, 2 * r + 1) + shift) for r in range(8)]
+    assert abs(np.mean(vals) - exact) < 0.08 * exact, (vals, exact)  # ~3 standard errors
+    assert abs(energy_distance(_randn(2000, d, 0), _randn(2000, d, 1))) < 0.01
+
+
+def test_sample_metrics_through_the_registry():
+    x = _randn(1000, 3, 0).float()
+    task = _plain_task(x)
+    n, x64 = len(x), x.double()
+    # identical sets: SW is 0; the U-statistics are -O(1/n), exactly (S = the mean over pairs i != j):
+    # MMD^2 = -(2/n)(1 - S_k), energy distance = -(2/n) S_|x - x'|
+    assert get_metric("sliced_wasserstein")(task, x, None, seed=0) < 1e-6
+    h = metrics.median_bandwidth(x64, x64)
+    s_k = torch.exp(-torch.pdist(x64).square() / (2 * h**2)).mean()
+    assert get_metric("mmd")(task, x, None, seed=0) == pytest.approx(float(-(2 / n) * (1 - s_k)), rel=1e-9)
+    assert get_metric("energy_distance")(task, x, None, seed=0) == pytest.approx(-2 / n * float(torch.pdist(x64).mean()),
+                                                                                 rel=1e-9)
+    # a shift delta: each projection theta moves by theta.delta, so SW_2 = sqrt(E (theta.delta)^2) = |delta|/sqrt(D)
+    delta = torch.tensor([0.6, -0.3, 0.9])
+    sw = get_metric("sliced_wasserstein")(task, x + delta, None, seed=0)
+    assert sw == pytest.approx(float(delta.norm()) / math.sqrt(3), rel=0.08)
+
+
+def test_sample_metrics_are_deterministic_and_subsample():
+    task = _plain_task(_randn(3000, 2, 0).float())
+    s = _randn(2500, 2, 1).float()
+    a, b, c = (compute_metrics(task, s, None, seed=k) for k in (4, 4, 5))
+    assert a == b
+    # more than MAX_POINTS points: the seed picks the subsample; at most MAX_POINTS points: the seed is irrelevant
+    val = lambda rows, m: next(r["value"] for r in rows if r["metric"] == m)
+    assert val(a, "mmd") != val(c, "mmd") and val(a, "energy_distance") != val(c, "energy_distance")
+    small = _plain_task(task.test[:metrics.MAX_POINTS])
+    assert val(compute_metrics(small, s[:500], None, seed=4), "mmd") == val(compute_metrics(small, s[:500], None, seed=5), "mmd")
+
+
+def test_grid_metrics_right_vs_wrong_density():
+    task = get_task("8gaussians", n_train=10, n_test=10)
+    g = torch.Generator().manual_seed(1)
+    right = task.sampler(4000, g)
+    wrong = get_task("rings", n_train=10, n_test=10).sampler(4000, g) / 2.5  # rings squeezed into the bounds
+    kl_right = get_metric("grid_kl")(task, right, None, seed=0)
+    kl_wrong = get_metric("grid_kl")(task, wrong, None, seed=0)
+    # the histogram estimate of exact samples is biased by ~ (cells in the support) / (2 n)
+    assert kl_right < 0.08 and kl_wrong > 1.0, (kl_right, kl_wrong)
+    tv_right = get_metric("grid_tv")(task, right, None, seed=0)
+    tv_wrong = get_metric("grid_tv")(task, wrong, None, seed=0)
+    assert tv_right < 0.1 and tv_wrong > 0.5
+    far = torch.full((100, 2), 10.0)  # every sample outside the bounds: TV is exactly 1
+    assert get_metric("grid_tv")(task, far, None, seed=0) == pytest.approx(1.0)
+
+
+def test_grid_probabilities_integrate_the_density():
+    task = get_task("checkerboard", n_train=10, n_test=10)
+    p, _ = metrics.grid_probabilities(task)
+    # 20 x 20 cells of 0.4 on [-4, 4]^2: the 8 black 2x2 squares hold 25 cells each, 1/200 per cell
+    assert p.sum() == pytest.approx(1.0) and int((p > 0).sum()) == 200
+    assert torch.allclose(p[p > 0], torch.full((200,), 1 / 200, dtype=torch.float64))
+
+
+def test_mode_weight_error_exact():
+    task = get_task("mixture-4modes", n_train=10, n_test=10)
+    centres = task.mode_means
+    samples = torch.cat([centres[k] + 0.1 for k in range(4) for _ in range(25)]).reshape(100, 2)
+    # fractions 1/4 each vs weights 0.1, 0.2, 0.3, 0.4
+    exact = (0.15**2 + 0.05**2 + 0.05**2 + 0.15**2) / 4
+    assert get_metric("mode_weight_error")(task, samples, None, seed=0) == pytest.approx(exact)
+    counts = [10, 20, 30, 40]
+    samples = torch.cat([centres[k].repeat(c, 1) for k, c in enumerate(counts)])
+    assert get_metric("mode_weight_error")(task, samples, None, seed=0) == pytest.approx(0.0, abs=1e-14)
+
+
+def test_compute_metrics_statuses():
+    task = get_task("digits")
+    samples = task.train[:500]
+    nll = torch.full((300,), 40.0)
+    rows = {r["metric"]: r for r in compute_metrics(task, samples, nll, seed=0)}
+    assert set(rows) == {"test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance"}
+    assert rows["test_nll"]["value"] == 40.0 and rows["test_nll"]["unit"] == "nats"
+    assert rows["test_bpd"]["value"] == pytest.approx(bits_per_dim(40.0, task))
+    assert all(r["status"] == "ok" for r in rows.values())
+    # no likelihood: the NLL metrics are unavailable with a reason, the sample metrics still run
+    rows = {r["metric"]: r for r in compute_metrics(task, samples, None, seed=0)}
+    for m in ("test_nll", "test_bpd"):
+        assert rows[m]["status"] == "unavailable" and "likelihood" in rows[m]["reason"]
+        assert math.isnan(rows[m]["value"])
+    assert rows["mmd"]["status"] == "ok"
+    # non-finite samples: every sample metric fails with the reason, the NLL still counts
+    bad = samples.clone()
+    bad[3, 5] = float("nan")
+    rows = {r["metric"]: r for r in compute_metrics(task, bad, nll, seed=0)}
+    assert rows["test_nll"]["status"] == "ok"
+    for m in ("sliced_wasserstein", "mmd", "energy_distance"):
+        assert rows[m]["status"] == "failed" and "1 non-finite" in rows[m]["reason"] and math.isnan(rows[m]["value"])
+    # wrong sample shape: a clear failure, not an exception
+    rows = {r["metric"]: r for r in compute_metrics(task, samples[:, :10], nll, seed=0)}
+    assert rows["mmd"]["status"] == "failed" and "expected [n >= 2, 64]" in rows["mmd"]["reason"]
+
+
+def test_compute_metrics_survives_a_broken_metric(monkeypatch):
+    registry = dict(metrics._METRICS)
+    monkeypatch.setattr(metrics, "_METRICS", registry)
+
+    @register_metric("boom", unit="")
+    def boom(task, samples, nll, *, seed):
+        raise ZeroDivisionError("bad")
+
+    @register_metric("nan_valued", unit="")
+    def nan_valued(task, samples, nll, *, seed):
+        return float("nan")
+
+    @register_metric("not_here", unit="")
+    def not_here(task, samples, nll, *, seed):
+        raise MetricUnavailable("no such thing for this method")
+
+    task = get_task("rings", n_train=10, n_test=200)
+    rows = {r["metric"]: r for r in compute_metrics(task, task.test, -task.log_prob(task.test), seed=0)}
+    assert rows["boom"]["status"] == "failed" and rows["boom"]["reason"] == "ZeroDivisionError: bad"
+    assert rows["nan_valued"]["status"] == "failed" and "non-finite" in rows["nan_valued"]["reason"]
+    assert rows["not_here"]["status"] == "unavailable"
+    assert rows["grid_kl"]["status"] == "ok" and "mode_weight_error" not in rows
+    assert rows["test_nll"]["value"] == pytest.approx(float(-task.log_prob(task.test).mean()))

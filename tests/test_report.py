@@ -1,0 +1,288 @@
+"""The comparison report, built from a small run directory written here in the tidy-table schema."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import types
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ebflow_bench import published
+from ebflow_bench.report import build_report, quality_stats, quality_table, speedup_table, tables
+
+COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
+           "metric", "value", "unit", "status", "reason", "step", "elapsed_s", "n_params", "device", "versions",
+           "commit", "timestamp"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAIL_REASON = "diverged at step 7: loss is nan"
+PARTIAL_REASON = "training: RuntimeError: singular matrix"
+# step time c * D^a * L: the exponent in D is a (3 for ML, 2 for DSM), in L it is 1
+STEP_LAW = {"ebflow-ml": (1e-6, 3.0), "ebflow-dsm": (4e-6, 2.0)}
+NLL = {("checkerboard", "ebflow-ml"): (3.0, 3.4), ("checkerboard", "ebflow-dsm"): (3.5, 3.7),
+       ("checkerboard", "flowmc-ebm"): None, ("mixture-4modes", "flowmc-ebm"): None,
+       ("mixture-4modes", "ebflow-ml"): (1.0, 1.2), ("digits", "ebflow-ml"): (90.0, 92.0),
+       ("digits", "ebflow-dsm"): (95.0, 97.0)}
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.n = 0
+
+    def cell(self, method: str, task: str, dim: int, layers: int, seed: int, metrics: list[tuple],
+             failed: str | None = None) -> str:
+        self.n += 1
+        cid = f"c{self.n:04d}"
+        base = dict(run_id="fixture-run", cell_id=cid, method=method, family=method.split("-")[0],
+                    objective=method.split("-")[-1], task=task, dim=dim, layers=layers, seed=seed, budget=50,
+                    step=math.nan, elapsed_s=math.nan, n_params=100, device="cpu",
+                    versions=json.dumps({"torch": "2.13.0"}), commit="abc1234", timestamp="2024-01-01T00:00:00")
+        for m in metrics:  # (metric, value, unit, status[, reason[, step, elapsed_s]])
+            metric, value, unit, status, reason, step, elapsed = (*m, *("", math.nan, math.nan)[len(m) - 4:])
+            self.rows.append({**base, "metric": metric, "value": value, "unit": unit, "status": status,
+                              "reason": reason, "step": step, "elapsed_s": elapsed})
+        if failed:
+            self.rows.append({**base, "metric": "test_nll", "value": math.nan, "unit": "nats", "status": "failed",
+                              "reason": failed})
+        return cid
+
+
+def _quality_rows(task: str, method: str, seed: int) -> list[tuple]:
+    nll = NLL.get((task, method))
+    rows: list[tuple] = []
+    if nll is None:
+        rows.append(("test_nll", math.nan, "nats", "unavailable", "EBM without log Z"))
+    else:
+        rows.append(("test_nll", nll[seed], "nats", "ok"))
+        rows += [("nll_at_time", nll[seed] + 2.0 / k, "nats", "ok", "", k * 10, 0.1 * k) for k in (1, 2, 3)]
+    if task == "digits" and nll is not None:
+        rows.append(("test_bpd", nll[seed] / (64 * math.log(2)) + 4, "bits/dim", "ok"))
+    rows += [("sliced_wasserstein", 0.1 + 0.01 * seed, "data units", "ok"), ("mmd", 0.02 + 0.001 * seed, "MMD^2", "ok"),
+             ("energy_distance", 0.05, "data units", "ok")]
+    if task in ("checkerboard", "mixture-4modes"):
+        rows += [("grid_kl", 0.3 + 0.1 * seed, "nats", "ok"), ("grid_tv", 0.2, "probability", "ok")]
+    if task == "mixture-4modes":
+        rows.append(("mode_weight_error", 1e-3 * (1 + seed), "MSE", "ok"))
+    rows += [("step_time", 0.01, "s", "ok"), ("train_time", 0.5, "s", "ok"), ("peak_memory", 100.0, "MiB", "ok")]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    (d / "samples").mkdir()
+    rows = _Rows()
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        for task, dim, methods in (("checkerboard", 2, ["ebflow-ml", "ebflow-dsm", "flowmc-ebm"]),
+                                   ("mixture-4modes", 2, ["ebflow-ml", "flowmc-ebm"]),
+                                   ("digits", 64, ["ebflow-ml", "ebflow-dsm"])):
+            for m in methods:
+                partial = task == "digits" and m == "ebflow-dsm" and seed == 1
+                q = [("step_time", 0.01, "s", "ok")] if partial else _quality_rows(task, m, seed)
+                cid = rows.cell(m, task, dim, 2, seed, q, failed=PARTIAL_REASON if partial else None)
+                if not partial:
+                    x = rng.normal(size=(200, dim)).astype(np.float32)
+                    np.save(d / "samples" / f"{cid}.npy", rng.uniform(size=(200, dim)).astype(np.float32)
+                            if task == "digits" else x)
+        # a method whose every cell failed
+        rows.cell("energy-flow", "checkerboard", 2, 2, seed, [("step_time", 0.02, "s", "ok")], failed=FAIL_REASON)
+        # scaling: gaussian at several D and L
+        for m, (c, a) in STEP_LAW.items():
+            for dim in (8, 16, 32, 64):
+                for layers in (1, 2, 4):
+                    t = c * dim**a * layers * (1 + 0.01 * seed)
+                    rows.cell(m, "gaussian", dim, layers, seed,
+                              [("step_time", t, "s", "ok"), ("test_nll", float(dim), "nats", "ok")])
+    df = pd.DataFrame(rows.rows, columns=COLUMNS)
+    df.to_parquet(d / "results.parquet", index=False)
+    df.to_csv(d / "results.csv", index=False)
+    (d / "meta.json").write_text(json.dumps({
+        "run_id": "fixture-run", "commit": "abc1234", "device": "cpu", "versions": {"torch": "2.13.0"},
+        "started": "2024-01-01T00:00:00", "finished": "2024-01-01T00:10:00",
+        "sessions": [{"command": ["ebflow-bench", "run", "--preset", "smoke", "--out", str(d)]}],
+        "command": f"ebflow-bench run --preset smoke --out {d}"}))
+    return d
+
+
+def _ols_fit(df: pd.DataFrame, by: str = "method", x: str = "dim") -> pd.DataFrame:
+    """Test-only stand-in for ebflow_bench.scaling.fit_exponents while that module is not there: OLS slope of
+    log value on log x with a t interval."""
+    from scipy import stats
+
+    out = []
+    for k, g in df.groupby(by):
+        lx, ly = np.log(g[x].astype(float)), np.log(g["value"].astype(float))
+        res = stats.linregress(lx, ly)
+        h = stats.t.ppf(0.975, len(g) - 2) * res.stderr
+        out.append({by: k, "slope": res.slope, "ci_low": res.slope - h, "ci_high": res.slope + h, "n": len(g)})
+    return pd.DataFrame(out)
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory) -> Path:
+    mp = pytest.MonkeyPatch()
+    try:
+        import ebflow_bench.scaling  # noqa: F401
+    except ImportError:
+        mp.setitem(sys.modules, "ebflow_bench.scaling", types.SimpleNamespace(fit_exponents=_ols_fit))
+    asv = pd.DataFrame({"benchmark": ["steptime.TimeStep.time_step"] * 4,
+                        "commit": ["aaaaaaa1", "bbbbbbb2"] * 2, "machine": "ref",
+                        "date": [1, 2, 1, 2], "method": ["ebflow-ml"] * 2 + ["ebflow-dsm"] * 2, "dim": 64,
+                        "layers": 2, "metric": "step_time", "value": [0.3, 0.25, 0.05, 0.04], "unit": "s"})
+    out = tmp_path_factory.mktemp("report")
+    try:
+        md = build_report([run_dir], out, asv_results=asv, command="ebflow-bench report RUN --out OUT")
+    finally:
+        mp.undo()
+    return md
+
+
+def test_report_files_and_pngs(report):
+    out = report.parent
+    assert report.name == "report.md" and (out / "report.html").is_file()
+    pngs = sorted((out / "figures").glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"scaling_D.png", "scaling_L.png", "time_to_quality.png", "samples_checkerboard.png",
+            "samples_mixture-4modes.png", "samples_digits.png", "asv_history.png"} <= names
+    md = report.read_text()
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(p) as im:
+            im.verify()
+        img = mpimg.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+        assert f"figures/{p.name}" in md  # every figure is linked from the Markdown
+
+
+def test_header_has_provenance(report):
+    md = report.read_text()
+    assert "abc1234" in md and "torch 2.13.0" in md and "ebflow-bench run --preset smoke" in md
+    assert "ebflow-bench report RUN --out OUT" in md and "2024-01-01T00:10:00" in md
+
+
+def test_quality_table_has_every_method_and_metric(run_dir):
+    df = tables(run_dir)["quality"]
+    raw = pd.read_parquet(run_dir / "results.parquet")
+    assert set(df["method"]) == set(raw["method"])
+    quality = {"test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance", "grid_kl", "grid_tv",
+               "mode_weight_error"}
+    assert quality <= set(df.columns)
+    assert set(raw["metric"]) & quality == quality
+
+
+def test_quality_entries_are_mean_and_std_over_seeds(run_dir):
+    df = pd.read_parquet(run_dir / "results.parquet")
+    st = quality_stats(df).set_index(["task", "method", "metric"])
+    r = st.loc[("checkerboard", "ebflow-ml", "test_nll")]
+    assert r["status"] == "ok" and r["n_ok"] == 2
+    assert r["mean"] == pytest.approx(3.2) and r["std"] == pytest.approx(np.std([3.0, 3.4], ddof=1))
+    q = quality_table(df).set_index(["task", "method"])
+    assert q.loc[("checkerboard", "ebflow-ml"), "test_nll"] == "3.2 ± 0.28"
+    # metrics that do not apply to the task are "n/a", never numbers
+    assert q.loc[("digits", "ebflow-ml"), "grid_kl"] == "n/a"
+    assert q.loc[("checkerboard", "ebflow-ml"), "test_bpd"] == "n/a"
+
+
+def test_failed_cells_are_reported_as_failed(run_dir, report):
+    df = pd.read_parquet(run_dir / "results.parquet")
+    q = quality_table(df).set_index(["task", "method"])
+    row = q.loc[("checkerboard", "energy-flow")]
+    assert set(row[["test_nll", "sliced_wasserstein", "mmd", "grid_kl"]]) == {"failed"}
+    # one of two seeds failed: the ok seed's value, flagged
+    assert q.loc[("digits", "ebflow-dsm"), "test_nll"] == "95 (1/2 failed)"
+    # unavailable, not failed: the EBM's NLL
+    assert q.loc[("checkerboard", "flowmc-ebm"), "test_nll"] == "n/a"
+    md = report.read_text()
+    line = next(l for l in md.splitlines() if l.startswith("| energy-flow |"))
+    cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+    assert cells and all(c == "failed" for c in cells), line
+    failures = md[md.index("## Failures"):]
+    assert FAIL_REASON in failures and PARTIAL_REASON in failures
+    assert failures.count("| energy-flow |") == 2 and "3 of" in failures
+    assert "EBM without log Z" in md  # the n/a reason is listed under the table
+
+
+def test_best_entry_is_bold(report):
+    md = report.read_text()
+    section = md[md.index("### checkerboard"):md.index("### digits")]
+    assert "**3.2 ± 0.28**" in section and "**3.6" not in section  # lower NLL is better
+
+
+def _md_table(md: str, first_header: str) -> list[list[str]]:
+    """The rows of the first Markdown table whose header starts with ``| first_header |``."""
+    lines = md.splitlines()
+    i = next(k for k, l in enumerate(lines) if l.startswith(f"| {first_header} |"))
+    rows = []
+    for l in lines[i + 2:]:
+        if not l.startswith("|"):
+            break
+        rows.append([c.strip() for c in l.strip().strip("|").split("|")])
+    return rows
+
+
+def test_scaling_exponents_and_speedup(run_dir, report):
+    md = report.read_text()
+    sec = md[md.index("## Scaling"):md.index("## Quality")]
+    d_fit = {(r[1], r[2]): (float(r[3]), r[4]) for r in _md_table(sec, "task") if r[0] == "gaussian"}
+    # D-fits at every fixed L: ML 3, DSM 2 (exactly: the seeds only rescale by a constant)
+    for layers in ("1", "2", "4"):
+        assert d_fit[(layers, "ebflow-ml")][0] == pytest.approx(3.0, abs=0.01)
+        assert d_fit[(layers, "ebflow-dsm")][0] == pytest.approx(2.0, abs=0.01)
+    l_sec = sec[sec.index("| task | fixed D |"):]
+    l_fit = {(r[1], r[2]): float(r[3]) for r in _md_table(l_sec, "task")}
+    assert set(l_fit) == {(d, m) for d in ("8", "16", "32", "64") for m in STEP_LAW}
+    assert all(v == pytest.approx(1.0, abs=0.01) for v in l_fit.values())
+    sp = speedup_table(pd.read_parquet(run_dir / "results.parquet")).set_index(["task", "layers", "method"])
+    # speedup of DSM over ML = (1e-6 D^3) / (4e-6 D^2) = D / 4
+    assert sp.loc[("gaussian", 2, "ebflow-dsm"), "D=64"] == pytest.approx(16.0)
+    assert sp.loc[("gaussian", 1, "ebflow-ml"), "D=8"] == pytest.approx(1.0)
+    assert sp.loc[("checkerboard", 2, "energy-flow"), "D=2"] == pytest.approx(0.5)
+
+
+def test_published_tables_beside_ours(report):
+    md = report.read_text()
+    assert "flowMC-EBM Table 3" in md and "arXiv 2306.00684" in md
+    line = next(l for l in md.splitlines() if l.startswith("| flowMC-EBM (ours: `flowmc-ebm`)"))
+    assert "5.19e-05" not in line and "0.000519" in line and "0.0015 ± 0.00071" in line
+    assert "EBFlow on MNIST" not in md  # no MNIST task in this run: no MNIST table
+
+
+def test_published_data_is_consistent():
+    assert published.EBFLOW_MNIST in published.tables_for({"mnist5k"})
+    assert published.tables_for({"sine"}) == []
+    assert published.EBFLOW_MNIST.rows["SSM"][0] == (1092.8, 0.3)
+    assert published.FLOWMC_TABLE2.rows["flowMC-EBM"][2] == (1.05, None)
+    for t in published.TABLES:
+        assert t.source and t.differences and set(t.method_map) <= set(t.rows)
+    with pytest.raises(ValueError, match="row 'x'"):
+        published.PublishedTable("k", "t", "s", "m", ("a",), ("c1", "c2"), {"x": ((1.0, None),)})
+
+
+def test_asv_history_per_commit(report):
+    md = report.read_text()
+    sec = md[md.index("## asv history"):md.index("## Failures")]
+    assert "aaaaaaa" in sec and "bbbbbbb" in sec and "| 0.3 | 0.25 |" in sec
+
+
+def test_html_is_self_contained(report):
+    html = (report.parent / "report.html").read_text()
+    refs = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)['"]""", html)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    assert len(refs) == len(list((report.parent / "figures").glob("*.png")))
+    assert "<link" not in html and "<script" not in html and "<strong>3.2 ± 0.28</strong>" in html
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        build_report([tmp_path / "nope"], tmp_path / "out")
+    with pytest.raises(ValueError, match="no run directories"):
+        build_report([], tmp_path / "out")
