@@ -20,6 +20,8 @@ File format (TOML, or the same keys in YAML)::
     methods = ["mle-lu"]
     tasks = ["gaussian"]
     dims = [16, 64]
+    [block.hparams.mle-lu]            # optional: this block's per-method hyperparameters, over the matrix's
+    lr = 5e-4
 
     [hparams.ebflow-dsm]              # per-method hyperparameters (adapter defaults otherwise)
     lr = 1e-3
@@ -76,6 +78,8 @@ class Block:
     seeds: tuple[int, ...] = (0,)
     budgets: tuple[int, ...] = (500,)
     time_cap_s: float | None = None
+    #: per-method hyperparameters of this block, applied over the matrix-wide ``hparams``
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ class Matrix:
                             for seed in b.seeds:
                                 for budget in b.budgets:
                                     c = Cell(m, t, int(dim), int(layers), int(seed), int(budget), b.time_cap_s,
-                                             dict(self.hparams.get(m, {})), dict(self.task_options.get(t, {})),
+                                             {**self.hparams.get(m, {}), **b.hparams.get(m, {})},
+                                             dict(self.task_options.get(t, {})),
                                              self.eval, tuple(self.imports))
                                     out.setdefault(c.cell_id, c)
         return list(out.values())
@@ -175,6 +180,10 @@ class Matrix:
 
 _BLOCK_KEYS = {"methods", "tasks", "dims", "layers", "seeds", "budgets", "time_cap_s"}
 _TOP_KEYS = _BLOCK_KEYS | {"name", "imports", "block", "hparams", "task_options", "eval"}
+
+
+def _is_table_of_tables(val: Any) -> bool:
+    return isinstance(val, dict) and all(isinstance(v, dict) for v in val.values())
 
 
 def available_presets() -> list[str]:
@@ -237,9 +246,14 @@ def matrix_from_dict(spec: Any, default_name: str = "custom") -> Matrix:
         raw_blocks = [{}] + raw_blocks
     blocks = []
     for i, rb in enumerate(raw_blocks):
-        if not isinstance(rb, dict) or set(rb) - _BLOCK_KEYS:
-            problems.append(f"block {i}: unknown key(s) {sorted(set(rb) - _BLOCK_KEYS) if isinstance(rb, dict) else rb!r}")
+        keys = _BLOCK_KEYS | {"hparams"}
+        if not isinstance(rb, dict) or set(rb) - keys:
+            problems.append(f"block {i}: unknown key(s) {sorted(set(rb) - keys) if isinstance(rb, dict) else rb!r}")
             continue
+        block_hparams = rb.get("hparams", {}) or {}
+        if not _is_table_of_tables(block_hparams):
+            problems.append(f"block {i}: `hparams` must map method names to tables, e.g. [block.hparams.NAME]")
+            block_hparams = {}
         merged = {**top, **rb}
         kw: dict[str, Any] = {}
         for key in ("methods", "tasks", "dims", "layers", "seeds", "budgets"):
@@ -250,11 +264,11 @@ def matrix_from_dict(spec: Any, default_name: str = "custom") -> Matrix:
         for key in ("methods", "tasks"):
             if not kw.get(key):
                 problems.append(f"block {i}: `{key}` is missing or empty")
-        blocks.append(Block(**{"methods": (), "tasks": (), **kw}))
+        blocks.append(Block(**{"methods": (), "tasks": (), **kw}, hparams=dict(block_hparams)))
     hparams = spec.get("hparams", {}) or {}
     task_options = spec.get("task_options", {}) or {}
     for key, val in (("hparams", hparams), ("task_options", task_options)):
-        if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
+        if not _is_table_of_tables(val):
             problems.append(f"`{key}` must map names to tables, e.g. [{key}.NAME]")
     ev = spec.get("eval", {}) or {}
     fields = {f.name for f in dataclasses.fields(EvalSettings)}
@@ -360,14 +374,18 @@ def validate(matrix: Matrix) -> list[Cell]:
         if b.time_cap_s is not None and (isinstance(b.time_cap_s, bool) or not isinstance(b.time_cap_s, (int, float))
                                          or not math.isfinite(b.time_cap_s) or b.time_cap_s <= 0):
             problems.append(f"{where}bad time_cap_s {b.time_cap_s!r}: must be a positive number of seconds")
-    for m, hp in matrix.hparams.items():
-        if m not in matrix.methods:
-            problems.append(f"hparams given for {m!r}, which is not among the matrix's methods {matrix.methods}")
-        elif m in registry:
-            unknown = set(hp) - set(registry[m].defaults)
-            if unknown:
-                problems.append(f"unknown hyperparameter(s) {sorted(unknown)} for {m!r}; "
-                                f"known: {sorted(registry[m].defaults)}")
+    scopes = [("", matrix.hparams, matrix.methods)]
+    scopes += [(f"block {i}: ", b.hparams, list(b.methods)) for i, b in enumerate(matrix.blocks) if b.hparams]
+    for where, table, methods in scopes:
+        for m, hp in table.items():
+            if m not in methods:
+                problems.append(f"{where}hparams given for {m!r}, which is not among the "
+                                f"{'block' if where else 'matrix'}'s methods {sorted(methods)}")
+            elif m in registry:
+                unknown = set(hp) - set(registry[m].defaults)
+                if unknown:
+                    problems.append(f"{where}unknown hyperparameter(s) {sorted(unknown)} for {m!r}; "
+                                    f"known: {sorted(registry[m].defaults)}")
     for t in matrix.task_options:
         if t not in matrix.tasks:
             problems.append(f"task_options given for {t!r}, which is not among the matrix's tasks {matrix.tasks}")

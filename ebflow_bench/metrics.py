@@ -272,3 +272,14 @@ def mode_weight_error(task: Task, samples: Tensor, nll: Tensor | None, *, seed: 
     nearest = torch.cdist(x, centres).argmin(1)
     frac = torch.bincount(nearest, minlength=len(centres)).double() / len(x)
     return float((frac - task.mode_weights.double()).square().mean())  # type: ignore[union-attr]
+
+
+@register_metric("log_density_error", unit="nats^2", applies=lambda task: task.log_prob is not None)
+def log_density_error(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int) -> float:
+    """median_i (log q(x_i) - log p_true(x_i))^2 over the test points x_i, with log q = -nll: the squared
+    log-density error of Grenioux et al. (2023, Table 1), there taken over the EBM's normalised density. For
+    EBMs whose NLL rests on an estimated log Z, an error in that estimate shifts every term alike."""
+    per_sample = _nll(nll).detach().to("cpu", torch.float64)
+    x = task.test[:len(per_sample)]
+    log_p = task.log_prob(x.to(torch.float64) if x.dtype != torch.float64 else x)  # type: ignore[misc]
+    return float((-per_sample - log_p.detach().to("cpu", torch.float64)).square().median())

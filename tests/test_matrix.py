@@ -115,3 +115,15 @@ def test_default_preset_has_every_family_on_a_common_task():
     assert any(x.startswith("nflows-") for x in common.methods)
     assert any(x.startswith("normflows-") for x in common.methods)
     assert len(validate(load_matrix("smoke"))) >= 2
+
+
+def test_block_hparams_override_the_matrix_ones_for_that_block_only():
+    m = matrix_from_dict(_spec(hparams={"test-diag": {"lr": 0.1}}, dims=[2], seeds=[0],
+                               block=[{"dims": [3], "hparams": {"test-diag": {"lr": 0.3}}}]))
+    cells = validate(m)
+    assert [(c.dim, c.hparams) for c in cells] == [(2, {"lr": 0.1}), (3, {"lr": 0.3})]
+    probs = _problems(block=[{"dims": [3], "hparams": {"test-diag": {"lrr": 1}, "other": {"lr": 1}}}])
+    assert any(p.startswith("block 1: unknown hyperparameter(s) ['lrr'] for 'test-diag'") for p in probs)
+    assert any(p.startswith("block 1: hparams given for 'other'") for p in probs)
+    assert _problems(block=[{"hparams": {"test-diag": 3}}]) == [
+        "block 1: `hparams` must map method names to tables, e.g. [block.hparams.NAME]"]

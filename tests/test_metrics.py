@@ -16,7 +16,7 @@ from ebflow_bench.metrics import (MetricUnavailable, available_metrics, compute_
 from ebflow_bench.tasks import Task, bits_per_dim, get_task
 
 FIXED_NAMES = {"test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance", "grid_kl", "grid_tv",
-               "mode_weight_error"}
+               "mode_weight_error", "log_density_error"}
 
 
 def _plain_task(test: torch.Tensor, **kw) -> Task:
@@ -185,3 +185,21 @@ def test_compute_metrics_survives_a_broken_metric(monkeypatch):
     assert rows["not_here"]["status"] == "unavailable"
     assert rows["grid_kl"]["status"] == "ok" and "mode_weight_error" not in rows
     assert rows["test_nll"]["value"] == pytest.approx(float(-task.log_prob(task.test).mean()))
+
+
+def test_log_density_error_against_known_densities():
+    task = get_task("gaussian", dim=3, n_train=10, n_test=400)
+    m = get_metric("log_density_error")
+    assert m.applies(task) and not m.applies(get_task("digits"))
+    true_nll = -task.log_prob(task.test)
+    assert m(task, task.test, true_nll, seed=0) == pytest.approx(0.0, abs=1e-10)
+    # a density off by a constant factor e^0.3 everywhere: every squared error is 0.09
+    assert m(task, task.test, true_nll + 0.3, seed=0) == pytest.approx(0.09, rel=1e-6)
+    # per-point errors delta_i: the metric is the median of delta_i^2 (not of delta_i, not the mean)
+    delta = torch.linspace(-2.0, 1.0, 400, dtype=true_nll.dtype)
+    assert m(task, task.test, true_nll + delta, seed=0) == pytest.approx(float(delta.double().square().median()),
+                                                                          rel=1e-5)
+    # NLL on the first rows only: compared with the same rows
+    assert m(task, task.test, true_nll[:50] + 0.3, seed=0) == pytest.approx(0.09, rel=1e-6)
+    with pytest.raises(MetricUnavailable):
+        m(task, task.test, None, seed=0)

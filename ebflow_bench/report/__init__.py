@@ -204,7 +204,8 @@ def _scaling(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
 def _quality(df: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading("Quality per task"),
                            Para("Mean ± standard deviation over seeds (one value: a single seed). Lower is "
-                                "better in every column; the best per task and column is **bold** (log Z stderr "
+                                "better in every column (MMD^2, an unbiased estimate that can dip below zero: "
+                                "closer to zero); the best per task and column is **bold** (log Z stderr "
                                 "is not ranked). \"failed\": every seed of the cell failed; \"n/a\": the metric "
                                 "is not available for the method. Reasons are listed under each table.")]
     stats = quality_stats(df)
