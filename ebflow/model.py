@@ -126,8 +126,9 @@ class EBFlow(nn.Module):
         """``sum_i log|det J_gi|`` over the linear layers (scalar tensor).
 
         Cached and keyed on every linear parameter's ``(_version, data_ptr())``, so an optimizer step, a
-        ``load_state_dict`` or an EMA swap invalidates it (writes through ``p.data`` bypass the version
-        counter and are not seen). With grad enabled and trainable parameters, it is recomputed with its
+        ``load_state_dict`` or an EMA swap invalidates it. Writes that bypass the version counter are not
+        seen: through ``p.data``, and the fused optimizers (``torch.optim.Adam(fused=True)``); after those,
+        call :meth:`invalidate_logdet_cache` (``ebflow.training.train_step`` does). With grad enabled and trainable parameters, it is recomputed with its
         graph so that ``ml`` can differentiate it (the graph of a cached value may already be freed).
         """
         params = [p for layer in self.linear_layers() for p in layer.parameters()]
@@ -141,6 +142,10 @@ class EBFlow(nn.Module):
             with torch.no_grad():
                 self._logdet_cache = (key, self._compute_linear_logdet(ref))
         return self._logdet_cache[1]
+
+    def invalidate_logdet_cache(self) -> None:
+        """Forget the cached :meth:`linear_logdet` (needed after parameter writes the version counter misses)."""
+        self._logdet_cache = None
 
     @staticmethod
     def _key(params: list[Tensor], ref: Tensor) -> tuple:

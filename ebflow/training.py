@@ -36,6 +36,7 @@ def train_step(model: EBFlow, optimizer: torch.optim.Optimizer, objective: str |
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
+    model.invalidate_logdet_cache()  # fused optimizers write parameters without bumping their versions
     return float(loss.detach())
 
 

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("steptime", help="mean training step time of methods over D at a fixed depth")
     s.add_argument("--methods", type=_csv, default=["ebflow-ml", "ebflow-dsm", "ebflow-ssm"])
-    s.add_argument("--dims", type=_ints, default=[128, 256, 512, 1024])
+    s.add_argument("--dims", type=_ints, default=[128, 256, 512, 1024, 2048])
     s.add_argument("--layers", type=int, default=2)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--batch-size", type=int, default=100)

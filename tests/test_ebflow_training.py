@@ -102,3 +102,18 @@ def test_fit_is_reproducible_and_returns_ema():
         fit(model, TRAIN, "ssm", steps=1, optimizer="lbfgs")
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         fit(model, torch.randn(10, 3), "ssm", steps=1)
+
+
+def test_train_step_with_fused_adam_keeps_the_logdet_cache_fresh():
+    """Fused Adam writes parameters without bumping their version counters; train_step must still leave
+    ``log_prob`` exact (the cache is dropped after every step)."""
+    model = A.fully_connected(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.log_prob(x)  # fills the cache
+    train_step(model, opt, "ml", x)
+    with torch.no_grad():
+        cached = model.linear_logdet()
+        fresh = sum(torch.linalg.slogdet(layer.weight)[1] for layer in model.layers if layer.linear)
+    assert torch.allclose(cached, fresh, atol=1e-6)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import types
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -113,37 +111,14 @@ def run_dir(tmp_path_factory) -> Path:
     return d
 
 
-def _ols_fit(df: pd.DataFrame, by: str = "method", x: str = "dim") -> pd.DataFrame:
-    """Test-only stand-in for ebflow_bench.scaling.fit_exponents while that module is not there: OLS slope of
-    log value on log x with a t interval."""
-    from scipy import stats
-
-    out = []
-    for k, g in df.groupby(by):
-        lx, ly = np.log(g[x].astype(float)), np.log(g["value"].astype(float))
-        res = stats.linregress(lx, ly)
-        h = stats.t.ppf(0.975, len(g) - 2) * res.stderr
-        out.append({by: k, "slope": res.slope, "ci_low": res.slope - h, "ci_high": res.slope + h, "n": len(g)})
-    return pd.DataFrame(out)
-
-
 @pytest.fixture(scope="module")
 def report(run_dir, tmp_path_factory) -> Path:
-    mp = pytest.MonkeyPatch()
-    try:
-        import ebflow_bench.scaling  # noqa: F401
-    except ImportError:
-        mp.setitem(sys.modules, "ebflow_bench.scaling", types.SimpleNamespace(fit_exponents=_ols_fit))
     asv = pd.DataFrame({"benchmark": ["steptime.TimeStep.time_step"] * 4,
                         "commit": ["aaaaaaa1", "bbbbbbb2"] * 2, "machine": "ref",
                         "date": [1, 2, 1, 2], "method": ["ebflow-ml"] * 2 + ["ebflow-dsm"] * 2, "dim": 64,
                         "layers": 2, "metric": "step_time", "value": [0.3, 0.25, 0.05, 0.04], "unit": "s"})
     out = tmp_path_factory.mktemp("report")
-    try:
-        md = build_report([run_dir], out, asv_results=asv, command="ebflow-bench report RUN --out OUT")
-    finally:
-        mp.undo()
-    return md
+    return build_report([run_dir], out, asv_results=asv, command="ebflow-bench report RUN --out OUT")
 
 
 def test_report_files_and_pngs(report):

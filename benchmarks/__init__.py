@@ -1,0 +1,1 @@
+"""asv benchmark suite of ebflow-bench (see ``asv.conf.json``; run with ``ebflow-bench track``)."""
