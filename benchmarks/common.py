@@ -37,8 +37,10 @@ STEP_METHODS = ["ebflow-ml", "ebflow-sml", "ebflow-ssm", "ebflow-dsm", "ebflow-f
 #: (``ebflow_bench.scaling.ASYMPTOTIC_MIN_DIM``) has 5 points and its t-interval 3 degrees of freedom
 D_SWEEP = [64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096]
 D_SWEEP_LAYERS = 2
-#: L-sweep at fixed D
-L_SWEEP = [1, 2, 4, 8]
+#: L-sweep at fixed D. L = 1 is a single affine map (activations sit between consecutive dense layers), so the
+#: L-exponent is also fitted over L >= 2, where every model has the same layer types (L = 16 gives that fit a
+#: fourth point)
+L_SWEEP = [1, 2, 4, 8, 16]
 L_SWEEP_DIM = 512
 #: peak memory of a step: ML against the cheapest score-matching objective at a few D
 PEAKMEM_METHODS = ["ebflow-ml", "ebflow-dsm"]

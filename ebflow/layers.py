@@ -217,7 +217,9 @@ class SmoothLeakyReLU(Layer):
     def inverse(self, y: Tensor) -> Tensor:
         tol = 1e-12 if y.dtype == torch.float64 else 1e-5
         with torch.no_grad():
-            radius = (y - self._g(y)).abs() / self.alpha
+            # widened by 0.1%: the bound is tight where g is nearly linear (x << 0: root = y / alpha), and a
+            # Newton step that lands on it by rounding would be rejected for slow bisection
+            radius = (y - self._g(y)).abs() / self.alpha * 1.001 + tol
             lo, hi = y - radius, y + radius
             x = y.clone()
             for _ in range(self.max_iter):

@@ -147,3 +147,48 @@ def load_asv_results(results_dir: str | Path) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     # files in date order; within a file, asv's benchmark and parameter order
     return df.sort_values(["date", "commit"], kind="stable").reset_index(drop=True)
+
+
+#: the asv step-time sweeps: (benchmark class, swept variable)
+STEP_SWEEPS = (("TimeStepD", "dim"), ("TimeStepL", "layers"))
+#: smallest L of the second L fit: at L = 1 the dense model has no activation (a single affine map), a different
+#: layer mix from every deeper model
+MIN_LAYERS = 2
+
+
+def step_exponents(df: pd.DataFrame, commit: str | None = None) -> pd.DataFrame:
+    """Fitted exponents of step time from asv results (``load_asv_results`` output) at one commit (default: the
+    latest by date): per sweep and method, the slope of log time against log D (``TimeStepD``; over the whole
+    sweep and over the asymptotic range D >= ``scaling.ASYMPTOTIC_MIN_DIM``) or log L (``TimeStepL``; over the
+    whole sweep and over L >= ``MIN_LAYERS``).
+
+    Columns: sweep, x, range, fixed (the other variable's value), method, slope, ci_low, ci_high, n, error
+    (why a fit failed, else ""). Every asv sample counts as a point (asv stores one statistic per combination).
+    """
+    from .scaling import ASYMPTOTIC_MIN_DIM, fit_exponents
+
+    cols = ["sweep", "x", "range", "fixed", "method", "slope", "ci_low", "ci_high", "n", "error"]
+    steps = df[(df["metric"] == "step_time") & pd.to_numeric(df["value"], errors="coerce").gt(0)]
+    if commit is None and len(steps):
+        commit = steps.sort_values("date")["commit"].iloc[-1]
+    steps = steps[steps["commit"] == commit]
+    rows = []
+    for sweep, x in STEP_SWEEPS:
+        g = steps[steps["benchmark"].str.contains(f"{sweep}.", regex=False)]
+        if g.empty:
+            continue
+        g = g.assign(dim=g["dim"].astype(float), layers=g["layers"].astype(float), value=g["value"].astype(float))
+        other = "layers" if x == "dim" else "dim"
+        ranges = ([("all", None), (f"D >= {ASYMPTOTIC_MIN_DIM}", ASYMPTOTIC_MIN_DIM)] if x == "dim" else
+                  [("all", None), (f"L >= {MIN_LAYERS}", MIN_LAYERS)])
+        for label, min_x in ranges:
+            for method, gm in g.groupby("method", sort=True):
+                row = {"sweep": sweep, "x": x, "range": label, "fixed": float(gm[other].iloc[0]), "method": method,
+                       "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "error": ""}
+                try:
+                    r = fit_exponents(gm, by="method", x=x, min_x=min_x).iloc[0]
+                    row.update(slope=r["slope"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=int(r["n"]))
+                except ValueError as e:
+                    row["error"] = str(e)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=cols)

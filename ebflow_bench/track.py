@@ -84,25 +84,14 @@ def _asv(args: list[str], root: Path, *, check: bool = True) -> int:
 
 
 def _fits(df: pd.DataFrame) -> list[str]:
-    from .scaling import ASYMPTOTIC_MIN_DIM, fit_exponents
+    from .asv_results import step_exponents
 
     lines = []
-    steps = df[(df["metric"] == "step_time") & df["value"].notna() & (df["value"] > 0)]
-    for bench, x, min_x in (("TimeStepD", "dim", ASYMPTOTIC_MIN_DIM), ("TimeStepL", "layers", None)):
-        g = steps[steps["benchmark"].str.contains(bench, regex=False)]
-        if g.empty:
-            continue
-        g = g.assign(**{x: g[x].astype(float)})
-        label = f"exponent in {'D' if x == 'dim' else 'L'}" + (f" (D >= {min_x})" if min_x else "")
-        parts = []
-        for method, gm in g.groupby("method", sort=True):
-            try:
-                r = fit_exponents(gm, by="method", x=x, min_x=min_x).iloc[0]
-                parts.append(f"  {method:<14} {r['slope']:.2f}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]  "
-                             f"n={r['n']}")
-            except ValueError as e:
-                parts.append(f"  {method:<14} not fitted: {e}")
-        lines += [f"{bench}: {label}, 95% CI", *parts]
+    for (sweep, x, rng), g in step_exponents(df).groupby(["sweep", "x", "range"], sort=False):
+        lines.append(f"{sweep}: exponent in {'D' if x == 'dim' else 'L'} ({rng}), 95% CI")
+        for _, r in g.iterrows():
+            lines.append(f"  {r['method']:<14} not fitted: {r['error']}" if r["error"] else
+                         f"  {r['method']:<14} {r['slope']:.2f}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]  n={r['n']}")
     return lines
 
 

@@ -168,3 +168,34 @@ def test_run_track_refuses_outside_git(tmp_path: Path):
         run_track(root=tmp_path)
     with pytest.raises(ValueError, match="machine name"):
         run_track(machine="a b", root=tmp_path)
+
+
+def test_step_exponents_and_report_section(results_dir: Path, tmp_path: Path):
+    import numpy as np
+
+    from ebflow_bench.asv_results import step_exponents
+    from ebflow_bench.report import build_report
+
+    df = load_asv_results(results_dir)
+    fits = step_exponents(df)
+    assert set(fits["range"]) == {"all", "D >= 1024"} and set(fits["sweep"]) == {"TimeStepD"}
+    steps = df[df["metric"] == "step_time"]
+    for method, g in steps.groupby("method"):
+        slope = np.polyfit(np.log(g["dim"].astype(float)), np.log(g["value"]), 1)[0]
+        r = fits[(fits["method"] == method) & (fits["range"] == "all")].iloc[0]
+        assert r["slope"] == pytest.approx(slope) and r["n"] == 3 and r["ci_low"] < slope < r["ci_high"]
+        assert r["fixed"] == 2 and r["error"] == ""
+    assert step_exponents(df, commit="0" * 40).empty  # another commit: nothing to fit
+    # the report shows the asv scaling section: figure, exponents, speedup against ebflow-ml
+    from ebflow_bench.matrix import load_matrix
+    from ebflow_bench.report.tables import fmt
+    from ebflow_bench.runner import run_matrix
+
+    run_matrix(load_matrix("smoke"), tmp_path / "smoke", progress=False)
+    md = build_report([tmp_path / "smoke"], tmp_path / "rep", asv_results=results_dir).read_text()
+    sec = md[md.index("## asv: step-time scaling"):]
+    assert "figures/asv_scaling_D.png" in sec and (tmp_path / "rep" / "figures" / "asv_scaling_D.png").is_file()
+    ml = fits[(fits["method"] == "ebflow-ml") & (fits["range"] == "all")].iloc[0]
+    assert f"| ebflow-ml | {fmt(ml['slope'], 3)} | all |" in sec
+    speed = 5.015447652000148 / 0.7311481199994887
+    assert f"{speed:.3g}x" in sec

@@ -244,7 +244,7 @@ def test_published_data_is_consistent():
 
 def test_asv_history_per_commit(report):
     md = report.read_text()
-    sec = md[md.index("## asv history"):md.index("## Failures")]
+    sec = md[md.index("## asv: step-time scaling and history"):md.index("## Failures")]
     assert "aaaaaaa" in sec and "bbbbbbb" in sec and "| 0.3 | 0.25 |" in sec
 
 

@@ -365,7 +365,7 @@ def _published(df: pd.DataFrame) -> list[Block]:
 
 
 def _asv(asv_results: str | Path | pd.DataFrame, fig_dir: Path) -> list[Block]:
-    blocks: list[Block] = [Heading("asv history")]
+    blocks: list[Block] = [Heading("asv: step-time scaling and history")]
     if isinstance(asv_results, pd.DataFrame):
         asv = asv_results
     else:
@@ -378,6 +378,7 @@ def _asv(asv_results: str | Path | pd.DataFrame, fig_dir: Path) -> list[Block]:
     if asv.empty:
         return blocks + [Para("The asv results hold no values.")]
     asv = asv.assign(value=asv["value"].astype(float))
+    blocks += _asv_scaling(asv, fig_dir)
     path = figures.asv_history(asv, fig_dir / "asv_history.png")
     blocks.append(Figure(path, "asv benchmark values per commit (commits in date order)."))
     order = asv.sort_values("date").drop_duplicates("commit")["commit"].tolist()[-8:]
@@ -389,6 +390,50 @@ def _asv(asv_results: str | Path | pd.DataFrame, fig_dir: Path) -> list[Block]:
              *("" if pd.isna(v) else fmt(v) for v in r)] for idx, r in wide.iterrows()]
     blocks += [Para(f"Values at the last {len(order)} commits (oldest first):"),
                Table([*keys, *[c[:7] for c in order]], rows)]
+    return blocks
+
+
+def _asv_scaling(asv: pd.DataFrame, fig_dir: Path) -> list[Block]:
+    """Step-time scaling of the latest asv commit: log-log plots, fitted exponents, speedups against ml."""
+    from ..asv_results import step_exponents
+
+    fits = step_exponents(asv)
+    if fits.empty:
+        return []
+    commit = asv[asv["metric"].eq("step_time")].sort_values("date")["commit"].iloc[-1]
+    steps = asv[asv["metric"].eq("step_time") & asv["commit"].eq(commit) & asv["value"].gt(0)]
+    machine = ", ".join(sorted(set(steps["machine"].astype(str))))
+    blocks: list[Block] = [Para(
+        f"Step-time scaling at commit `{commit[:8]}` (machine {machine}): one training step of EBFlow's dense "
+        "model (batch 100) on the `gaussian` task, D swept at L = 2 and L swept at D = 512. Exponents are "
+        "log-log slopes with 95% intervals (`ebflow_bench.asv_results.step_exponents`); in D they are given "
+        "over the whole sweep and over the asymptotic range, where the leading term dominates the fixed "
+        "per-step overhead.")]
+    colors = figures.method_colors(steps["method"])
+    for (sweep, x), g in fits.groupby(["sweep", "x"], sort=False):
+        name = "D" if x == "dim" else "L"
+        rows = steps[steps["benchmark"].str.contains(f"{sweep}.", regex=False)]
+        rows = rows.assign(dim=rows["dim"].astype(float), layers=rows["layers"].astype(float))
+        fixed = float(g["fixed"].iloc[0])
+        best = g[g["range"].ne("all")] if g["range"].ne("all").any() else g
+        labels = {("asv " + sweep, fixed, r["method"]): (f"{r['method']} ({fmt(r['slope'], 3)}, "
+                                                          f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}])")
+                  for _, r in best.iterrows() if not r["error"]}
+        path = figures.scaling([("asv " + sweep, fixed, rows)], x, labels, colors, fig_dir / f"asv_scaling_{name}.png")
+        blocks += [Figure(path, f"asv: step time against {name} (log-log); legend: exponent "
+                                f"({best['range'].iloc[0]}) and 95% interval."),
+                   Table(["method", f"exponent in {name}", "range", "95% CI", "points"],
+                         [[r["method"], "not fitted" if r["error"] else fmt(r["slope"], 3), r["range"],
+                           "" if r["error"] else f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]", str(r["n"])]
+                          for _, r in g.sort_values(["range", "method"]).iterrows()])]
+    d_rows = steps[steps["benchmark"].str.contains("TimeStepD.", regex=False)]
+    if BASELINE in set(d_rows["method"]):
+        mean = d_rows.assign(dim=d_rows["dim"].astype(int)).groupby(["method", "dim"])["value"].mean().unstack("dim")
+        ratio = mean.loc[BASELINE] / mean
+        blocks += [Para(f"asv: speedup of a step against `{BASELINE}` (its time / the method's; > 1 is faster) "
+                        "at each D, L = 2:"),
+                   Table(["method", *[f"D={d}" for d in ratio.columns]],
+                         [[m, *("" if pd.isna(v) else f"{v:.3g}x" for v in r)] for m, r in ratio.iterrows()])]
     return blocks
 
 
