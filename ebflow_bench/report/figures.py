@@ -30,10 +30,14 @@ def method_colors(methods) -> dict[str, tuple[float, float, float]]:
 
 
 def _log_ticks(ax, axis: str, values) -> None:
-    """Major ticks exactly at the measured values, plain integers, no minor labels."""
+    """Major ticks at the measured values, plain integers, no minor labels; of values closer than a factor 1.6
+    on the log axis, only the first is labelled (so 1024, 1536, 2048, ... do not overlap)."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-    ticks = sorted({float(v) for v in values})
+    ticks: list[float] = []
+    for v in sorted({float(v) for v in values}):
+        if not ticks or v >= 1.6 * ticks[-1]:
+            ticks.append(v)
     a = ax.xaxis if axis == "x" else ax.yaxis
     a.set_major_locator(FixedLocator(ticks))
     a.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t:g}" for t in ticks]))
