@@ -52,11 +52,16 @@ import json
 import math
 import sys
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PRESET_DIR = Path(__file__).with_name("presets")
+
+
+class TaskSkipped(UserWarning):
+    """A task of the matrix cannot be had on this machine (optional data); its cells are left out."""
 
 
 class MatrixError(ValueError):
@@ -332,6 +337,8 @@ def validate(matrix: Matrix) -> list[Cell]:
     the task's fixed D where it has one; layers, seeds and budgets integers (layers, budgets >= 1, seeds >= 0);
     hyperparameter names known to the adapter; eval settings in range and the device usable; every
     (task, dim) builds (with the first seed) and has finite data; and each adapter's ``check(task, dim, layers)``.
+    A task whose optional data is not on this machine (``TaskUnavailable``, e.g. UCI without its folder) is
+    skipped: its cells are left out with a :class:`TaskSkipped` warning saying why (an error if no cell is left).
     """
     import torch
 
@@ -410,6 +417,7 @@ def validate(matrix: Matrix) -> list[Cell]:
     # build each (task, dim) once with the first seed of its block: data must be finite, adapters must accept it
     checked: dict[tuple[str, int], Any] = {}
     reported: set[tuple[str, str, int, int]] = set()
+    unavailable: dict[str, str] = {}
     for c in cells:
         key = (c.task, c.dim)
         if key not in checked:
@@ -421,7 +429,10 @@ def validate(matrix: Matrix) -> list[Cell]:
                     if not torch.isfinite(t).all():
                         raise ValueError(f"{split} data contains {int((~torch.isfinite(t)).sum())} non-finite values")
                 checked[key] = task
-            except (ValueError, TypeError, TaskUnavailable) as e:
+            except TaskUnavailable as e:  # optional data not on this machine: skip its cells, say why
+                checked[key] = None
+                unavailable.setdefault(c.task, str(e))
+            except (ValueError, TypeError) as e:
                 checked[key] = None
                 problems.append(f"task {c.task!r} (D={c.dim}): {e}")
         task = checked[key]
@@ -434,4 +445,11 @@ def validate(matrix: Matrix) -> list[Cell]:
             problems.append(f"impossible cell {c.method} on {c.task} (D={c.dim}, L={c.layers}): {reason}")
     if problems:
         raise MatrixError(problems)
+    if unavailable:
+        cells = [c for c in cells if c.task not in unavailable]
+        if not cells:
+            raise MatrixError([f"task {t!r} unavailable: {m}" for t, m in unavailable.items()]
+                              + ["no cell of the matrix can run"])
+        for t, m in unavailable.items():
+            warnings.warn(f"skipping task {t!r}: {m}", TaskSkipped, stacklevel=2)
     return cells

@@ -145,8 +145,11 @@ def _nll(nll: Tensor | None) -> Tensor:
 def median_bandwidth(x: Tensor, y: Tensor) -> float:
     """Median heuristic: the median of the pairwise Euclidean distances of the pooled points (i != j)."""
     z = torch.cat([x, y])
-    d = torch.pdist(z)
-    return float(d.median())
+    h = float(torch.pdist(z).median())
+    if not h > 0:
+        raise ValueError("median pairwise distance is 0 (most points coincide, e.g. collapsed or saturated "
+                         "samples): no RBF bandwidth")
+    return h
 
 
 def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> float:

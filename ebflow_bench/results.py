@@ -1,8 +1,10 @@
 """The tidy results table: one row per cell x metric, written as ``results.parquet`` and ``results.csv``.
 
 Columns (``COLUMNS``): run_id, cell_id, method, family, objective, task, dim, layers, seed, budget, metric,
-value, unit, status, reason, step, elapsed_s, n_params, device, versions, commit, timestamp.
-``status`` is ``ok``, ``failed`` (value NaN, ``reason`` says why) or ``unavailable``. ``step`` and
+value, unit, status, reason, cell_status, step, elapsed_s, n_params, device, versions, commit, timestamp.
+``status`` is the row's: ``ok``, ``failed`` (value NaN, ``reason`` says why) or ``unavailable``;
+``cell_status`` is the whole cell's (``ok`` or ``failed``), so that one failed metric of a finished cell is not
+mistaken for a failed cell. ``step`` and
 ``elapsed_s`` are set on ``nll_at_time`` rows only. ``versions`` is a JSON string of library versions.
 """
 
@@ -17,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
-           "metric", "value", "unit", "status", "reason", "step", "elapsed_s", "n_params", "device", "versions",
-           "commit", "timestamp"]
+           "metric", "value", "unit", "status", "reason", "cell_status", "step", "elapsed_s", "n_params", "device",
+           "versions", "commit", "timestamp"]
 
 _DTYPES = {"dim": "Int64", "layers": "Int64", "seed": "Int64", "budget": "Int64", "n_params": "Int64",
            "value": "float64", "step": "float64", "elapsed_s": "float64"}
@@ -47,7 +49,8 @@ def rows_from_cell(record: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for r in record["rows"]:
         row = {**base, "metric": r["metric"], "value": r.get("value", np.nan), "unit": r.get("unit", ""),
-               "status": r.get("status", "ok"), "reason": r.get("reason") or "", "step": r.get("step", np.nan),
+               "status": r.get("status", "ok"), "reason": r.get("reason") or "",
+               "cell_status": record.get("status", "ok"), "step": r.get("step", np.nan),
                "elapsed_s": r.get("elapsed_s", np.nan)}
         out.append(row)
     return out

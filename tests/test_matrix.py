@@ -127,3 +127,15 @@ def test_block_hparams_override_the_matrix_ones_for_that_block_only():
     assert any(p.startswith("block 1: hparams given for 'other'") for p in probs)
     assert _problems(block=[{"hparams": {"test-diag": 3}}]) == [
         "block 1: `hparams` must map method names to tables, e.g. [block.hparams.NAME]"]
+
+
+def test_unavailable_optional_data_skips_its_cells_with_the_reason(monkeypatch, tmp_path):
+    from ebflow_bench.matrix import TaskSkipped
+    from ebflow_bench.tasks import DATA_ENV
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    with pytest.warns(TaskSkipped, match=f"skipping task 'power': .*{DATA_ENV}.*power/train.npy"):
+        cells = validate(matrix_from_dict(_spec(block=[{"tasks": ["power"], "dims": None, "seeds": [0]}])))
+    assert {c.task for c in cells} == {"test-gauss"} and len(cells) == 4
+    probs = _problems(tasks=["power"], dims=None)
+    assert probs[0].startswith("task 'power' unavailable:") and probs[-1] == "no cell of the matrix can run"

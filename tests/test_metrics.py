@@ -203,3 +203,10 @@ def test_log_density_error_against_known_densities():
     assert m(task, task.test, true_nll[:50] + 0.3, seed=0) == pytest.approx(0.09, rel=1e-6)
     with pytest.raises(MetricUnavailable):
         m(task, task.test, None, seed=0)
+
+
+def test_mmd_fails_clearly_on_collapsed_samples():
+    task = get_task("gaussian", dim=4, n_train=10, n_test=50)
+    collapsed = torch.zeros(400, 4)
+    rows = {r["metric"]: r for r in compute_metrics(task, collapsed, None, seed=0, names=["mmd"])}
+    assert rows["mmd"]["status"] == "failed" and "median pairwise distance is 0" in rows["mmd"]["reason"]

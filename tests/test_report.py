@@ -17,11 +17,12 @@ from ebflow_bench import published
 from ebflow_bench.report import build_report, quality_stats, quality_table, speedup_table, tables
 
 COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
-           "metric", "value", "unit", "status", "reason", "step", "elapsed_s", "n_params", "device", "versions",
-           "commit", "timestamp"]
+           "metric", "value", "unit", "status", "reason", "cell_status", "step", "elapsed_s", "n_params", "device",
+           "versions", "commit", "timestamp"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAIL_REASON = "diverged at step 7: loss is nan"
 PARTIAL_REASON = "training: RuntimeError: singular matrix"
+MMD_REASON = "ValueError: median pairwise distance is 0"
 # step time c * D^a * L: the exponent in D is a (3 for ML, 2 for DSM), in L it is 1
 STEP_LAW = {"ebflow-ml": (1e-6, 3.0), "ebflow-dsm": (4e-6, 2.0)}
 NLL = {("checkerboard", "ebflow-ml"): (3.0, 3.4), ("checkerboard", "ebflow-dsm"): (3.5, 3.7),
@@ -42,7 +43,8 @@ class _Rows:
         base = dict(run_id="fixture-run", cell_id=cid, method=method, family=method.split("-")[0],
                     objective=method.split("-")[-1], task=task, dim=dim, layers=layers, seed=seed, budget=50,
                     step=math.nan, elapsed_s=math.nan, n_params=100, device="cpu",
-                    versions=json.dumps({"torch": "2.13.0"}), commit="abc1234", timestamp="2024-01-01T00:00:00")
+                    versions=json.dumps({"torch": "2.13.0"}), commit="abc1234", timestamp="2024-01-01T00:00:00",
+                    cell_status="failed" if failed else "ok")
         for m in metrics:  # (metric, value, unit, status[, reason[, step, elapsed_s]])
             metric, value, unit, status, reason, step, elapsed = (*m, *("", math.nan, math.nan)[len(m) - 4:])
             self.rows.append({**base, "metric": metric, "value": value, "unit": unit, "status": status,
@@ -63,7 +65,9 @@ def _quality_rows(task: str, method: str, seed: int) -> list[tuple]:
         rows += [("nll_at_time", nll[seed] + 2.0 / k, "nats", "ok", "", k * 10, 0.1 * k) for k in (1, 2, 3)]
     if task == "digits" and nll is not None:
         rows.append(("test_bpd", nll[seed] / (64 * math.log(2)) + 4, "bits/dim", "ok"))
-    rows += [("sliced_wasserstein", 0.1 + 0.01 * seed, "data units", "ok"), ("mmd", 0.02 + 0.001 * seed, "MMD^2", "ok"),
+    mmd = (("mmd", math.nan, "MMD^2", "failed", MMD_REASON) if (task, method) == ("mixture-4modes", "ebflow-ml")
+           else ("mmd", 0.02 + 0.001 * seed, "MMD^2", "ok"))  # one metric failed in finished cells
+    rows += [("sliced_wasserstein", 0.1 + 0.01 * seed, "data units", "ok"), mmd,
              ("energy_distance", 0.05, "data units", "ok")]
     if task in ("checkerboard", "mixture-4modes"):
         rows += [("grid_kl", 0.3 + 0.1 * seed, "nats", "ok"), ("grid_tv", 0.2, "probability", "ok")]
@@ -180,8 +184,13 @@ def test_failed_cells_are_reported_as_failed(run_dir, report):
     line = next(l for l in md.splitlines() if l.startswith("| energy-flow |"))
     cells = [c.strip() for c in line.strip("|").split("|")[1:]]
     assert cells and all(c == "failed" for c in cells), line
+    # a metric that failed in finished cells: "failed" in its column only, the reason under the table, and the
+    # cells are not failed cells
+    mix = q.loc[("mixture-4modes", "ebflow-ml")]
+    assert mix["mmd"] == "failed" and mix["test_nll"] == "1.1 ± 0.14" and mix["grid_kl"] != "failed"
+    assert f"ebflow-ml: mmd: {MMD_REASON}" in md
     failures = md[md.index("## Failures"):]
-    assert FAIL_REASON in failures and PARTIAL_REASON in failures
+    assert FAIL_REASON in failures and PARTIAL_REASON in failures and MMD_REASON not in failures
     assert failures.count("| energy-flow |") == 2 and "3 of" in failures
     assert "EBM without log Z" in md  # the n/a reason is listed under the table
 
@@ -228,7 +237,9 @@ def test_published_tables_beside_ours(report):
     assert "flowMC-EBM Table 3" in md and "arXiv 2306.00684" in md
     line = next(l for l in md.splitlines() if l.startswith("| flowMC-EBM (ours: `flowmc-ebm`)"))
     assert "5.19e-05" not in line and "0.000519" in line and "0.0015 ± 0.00071" in line
-    assert "EBFlow on MNIST" not in md  # no MNIST task in this run: no MNIST table
+    # no MNIST task in this run: no MNIST table, only its mention among the tables not shown
+    assert "### EBFlow on MNIST" not in md
+    assert "Not shown, as no run here has their task: EBFlow on MNIST" in md and "(task `mnist5k`)" in md
 
 
 def test_published_data_is_consistent():

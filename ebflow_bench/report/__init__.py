@@ -321,13 +321,17 @@ def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str
         s = step_times(df)
         s = s[s["task"].eq(task) & s["method"].eq(method)]
         return f"{1.0 / s['value'].mean():.3g}" if len(s) else ""
-    s = stats[stats["task"].eq(task) & stats["method"].eq(method) & stats["metric"].eq(metric)]
+    # "test_nll_discrete": the NLL of the integer data (the papers' 0..256 scale), D ln 2 x bits/dim
+    source = "test_bpd" if metric == "test_nll_discrete" else metric
+    s = stats[stats["task"].eq(task) & stats["method"].eq(method) & stats["metric"].eq(source)]
     if s.empty:
         return ""
     r = s.sort_values(["n_ok", "budget"], ascending=False).iloc[0]
     if r["status"] != "ok":
         return str(r["status"])
-    return fmt(r["mean"]) if math.isnan(r["std"]) else f"{fmt(r['mean'])} ± {fmt(r['std'], 2)}"
+    scale = float(r["dim"]) * math.log(2.0) if metric == "test_nll_discrete" else 1.0
+    mean, std = r["mean"] * scale, r["std"] * scale
+    return fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
 
 
 def _published_value(v) -> str:
@@ -338,12 +342,17 @@ def _published_value(v) -> str:
 
 
 def _published(df: pd.DataFrame) -> list[Block]:
-    from ..published import tables_for
+    from ..published import TABLES, tables_for
 
     blocks: list[Block] = [Heading("Published numbers beside ours")]
     stats = quality_stats(df)
     run_tasks = set(df["task"])
     found = tables_for(run_tasks)
+    missing = [t for t in TABLES if t not in found]
+    if missing:
+        blocks.append(Para("Not shown, as no run here has their task: " + "; ".join(
+            f"{t.title} (task {' or '.join(f'`{x}`' for x in t.tasks)})" for t in missing)
+            + ". The `paper` preset runs them."))
     if not found:
         return blocks + [Para("No task of these runs matches a published table.")]
     for t in found:

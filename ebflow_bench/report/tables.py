@@ -57,6 +57,8 @@ def cell_status(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (run_id, cell_id): its keys, seed, ``failed`` flag and first failure reason."""
     df = _keyed(df)
     failed = df["status"].eq("failed")
+    if "cell_status" in df.columns and df["cell_status"].isin(["ok", "failed"]).all():
+        failed &= df["cell_status"].eq("failed")  # a failed metric of a finished cell is not a failed cell
     reasons = df.loc[failed].groupby(["run_id", "cell_id"], sort=False)["reason"].first()
     cells = df[["run_id", "cell_id", *KEYS, "seed"]].drop_duplicates(["run_id", "cell_id"])
     cells = cells.set_index(["run_id", "cell_id"])
@@ -75,6 +77,8 @@ def quality_stats(df: pd.DataFrame) -> pd.DataFrame:
     stats = ok.groupby([*KEYS, "metric"])["value"].agg(["mean", "std", "count"])
     na_reasons = (q[q["status"].eq("unavailable")].groupby([*KEYS, "metric"])["reason"]
                   .agg(lambda s: "; ".join(sorted(set(s) - {""}))))
+    metric_failed = (q[q["status"].eq("failed") & ~q["failed"]].groupby([*KEYS, "metric"])["reason"]
+                     .agg(lambda s: "; ".join(sorted(set(s) - {""}))))
     metrics_of_task = q.groupby("task")["metric"].agg(lambda s: [m for m in QUALITY_METRICS if m in set(s)])
 
     out = []
@@ -90,6 +94,8 @@ def quality_stats(df: pd.DataFrame) -> pd.DataFrame:
                            reason=fail_reasons)
             elif n_failed:
                 row.update(status="failed", reason=fail_reasons)
+            elif (*key, m) in metric_failed.index:  # the cells finished, this metric could not be computed
+                row.update(status="failed", reason=f"{m}: {metric_failed[(*key, m)]}")
             else:
                 row.update(status="n/a", reason=na_reasons.get((*key, m), ""))
             out.append(row)
