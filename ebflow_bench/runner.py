@@ -20,7 +20,8 @@ one). Then the per-sample test NLL (``adapter.nll``, in chunks) and ``n_samples`
   ``getrusage().ru_maxrss`` is used (a lower bound, as that high-water mark cannot be reset).
 - ``nll_at_time`` (nats): time-to-quality, the mean NLL of the first ``checkpoint_test`` test points after
   ``round(budget * i / k)`` steps, i = 1..k (k = ``checkpoints``), with ``step`` and ``elapsed_s`` (training
-  wall time so far) set.
+  wall time so far) set; with a ``time_cap_s``, also at the first step past each ``time_cap_s * i / k``
+  (i < k) of training time, and at the cap.
 - ``log_z_stderr`` (nats): for adapters exposing a ``log_z_stderr`` attribute (EBMs whose NLL uses an
   importance-sampling estimate of log Z), its value after the final NLL.
 
@@ -220,6 +221,9 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
         train = task.train.to(device)
         ckpt_x = task.test[:cell.eval.checkpoint_test]
         ckpts = set(checkpoint_steps(cell.budget, cell.eval.checkpoints))
+        # with a time cap, also at i/k of the cap (a capped cell may never reach the step checkpoints)
+        k = cell.eval.checkpoints
+        time_marks = [cell.time_cap_s * i / k for i in range(1, k)] if cell.time_cap_s and k > 0 else []
         gen = torch.Generator().manual_seed(cell.seed)
         batches = _batches(train.shape[0], adapter.batch_size, gen)
         nll_unavailable: str | None = None
@@ -238,7 +242,10 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
                 raise CellFailure(f"diverged at step {step}: loss is {loss}")
             record["steps_done"] = step
             capped = cell.time_cap_s is not None and train_time >= cell.time_cap_s
-            if (step in ckpts or capped) and nll_unavailable is None:
+            timed = bool(time_marks) and train_time >= time_marks[0]
+            while time_marks and train_time >= time_marks[0]:
+                time_marks.pop(0)
+            if (step in ckpts or capped or timed) and nll_unavailable is None:
                 try:
                     v = float(_mean_nll(adapter, ckpt_x, device).mean())
                     rows.append({"metric": "nll_at_time", "value": v, "unit": "nats", "status": "ok",

@@ -261,3 +261,16 @@ def test_real_adapters_run_and_repeat_exactly(tmp_path):
     se = a[(a["method"] == "flowmc-ebm") & (a["metric"] == "log_z_stderr")]
     assert len(se) == 1 and 0 <= se["value"].iloc[0] < 1
     assert set(a["family"]) == {"energy-flow", "flowmc-ebm"}
+
+
+def test_time_capped_cell_checkpoints_at_fractions_of_the_cap(tmp_path):
+    """A cell stopped by its time cap long before its step checkpoints still gets a time-to-quality curve: one
+    checkpoint past each third of the cap, and one at the cap."""
+    m = load_matrix(_matrix_file(tmp_path, budgets="[100000000]", seeds="[0]", dims="[2]", time_cap_s="0.6"))
+    df = run_matrix(m, tmp_path / "run", progress=False)
+    tq = df[df["metric"] == "nll_at_time"].sort_values("step")
+    assert len(tq) == 3 and (tq["step"] < 50_000_000).all()  # no step checkpoint was reached
+    elapsed = tq["elapsed_s"].to_numpy()
+    assert elapsed[0] >= 0.2 and elapsed[1] >= 0.4 and elapsed[2] >= 0.6
+    assert elapsed[0] < 0.4 and elapsed[1] < 0.6  # the first step past each mark, not later ones
+    assert (np.diff(tq["step"].to_numpy()) > 0).all()

@@ -45,6 +45,20 @@ def _log_ticks(ax, axis: str, values) -> None:
     a.set_minor_formatter(NullFormatter())
 
 
+def _clip_outliers(ax, values: np.ndarray) -> None:
+    """Keep the y-axis on the bulk of the values: its top at most Q3 + 3 IQR (an early checkpoint of one method
+    far above the rest would otherwise flatten every other curve); the clipped points leave the panel."""
+    v = values[np.isfinite(values)]
+    if len(v) < 4:
+        return
+    q1, q3 = np.percentile(v, [25, 75])
+    top = q3 + 3 * (q3 - q1)
+    if v.max() > top > v.min():
+        pad = 0.05 * (top - v.min())
+        ax.set_ylim(v.min() - pad, top + pad)
+        ax.annotate("y clipped above", xy=(0.02, 0.98), xycoords="axes fraction", ha="left", va="top", fontsize=7)
+
+
 def _subplots(n: int, *, width: float = 3.4, height: float = 2.8, ncols: int | None = None):
     ncols = ncols or min(n, 3)
     nrows = math.ceil(n / ncols)
@@ -91,6 +105,7 @@ def time_to_quality(nll: pd.DataFrame, colors: dict[str, tuple], path: Path) -> 
             span = g["elapsed_s"].max() / max(g["elapsed_s"].min(), 1e-12)
             if g["elapsed_s"].min() > 0 and span > 100:
                 ax.set_xscale("log")
+            _clip_outliers(ax, g["value"].to_numpy(dtype=float))
             ax.set(xlabel="training wall-clock (s)", ylabel="test NLL (nats)", title=f"{task} (D={dim})")
         return _save(fig, path)
 
