@@ -8,38 +8,24 @@ from torch.autograd.functional import jacobian
 
 from ebflow import layers as L
 
+from conftest import randomise
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _randomise(layer: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
-    """Move every parameter away from its (often trivial) initial value, deterministically."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return layer
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _cases():
     return [
-        ("dense", lambda: _randomise(L.Dense(5)), (5,)),
-        ("dense-neg-orth", lambda: _randomise(L.Dense(5, init="orthogonal", neg_init=True, bias_init=1.0)), (5,)),
-        ("dense-no-bias", lambda: _randomise(L.Dense(4, bias=False)), (4,)),
-        ("conv3", lambda: _randomise(L.Conv2d((2, 3, 3), 3)), (2, 3, 3)),
-        ("conv5", lambda: _randomise(L.Conv2d((1, 4, 4), 5, neg_init=True)), (1, 4, 4)),
-        ("actnorm", lambda: _randomise(L.ActNorm(5)), (5,)),
-        ("actnorm-image", lambda: _randomise(L.ActNorm((2, 2, 2))), (2, 2, 2)),
+        ("dense", lambda: randomise(L.Dense(5)), (5,)),
+        ("dense-neg-orth", lambda: randomise(L.Dense(5, init="orthogonal", neg_init=True, bias_init=1.0)), (5,)),
+        ("dense-no-bias", lambda: randomise(L.Dense(4, bias=False)), (4,)),
+        ("conv3", lambda: randomise(L.Conv2d((2, 3, 3), 3)), (2, 3, 3)),
+        ("conv5", lambda: randomise(L.Conv2d((1, 4, 4), 5, neg_init=True)), (1, 4, 4)),
+        ("actnorm", lambda: randomise(L.ActNorm(5)), (5,)),
+        ("actnorm-image", lambda: randomise(L.ActNorm((2, 2, 2))), (2, 2, 2)),
         ("slrelu", lambda: L.SmoothLeakyReLU(0.3), (5,)),
         ("slrelu-image", lambda: L.SmoothLeakyReLU(0.1), (2, 2, 2)),
-        ("coupling", lambda: _randomise(L.AffineCoupling(5, hidden=8, parity=1)), (5,)),
-        ("coupling-image", lambda: _randomise(L.AffineCoupling(8, hidden=8)), (2, 2, 2)),
+        ("coupling", lambda: randomise(L.AffineCoupling(5, hidden=8, parity=1)), (5,)),
+        ("coupling-image", lambda: randomise(L.AffineCoupling(8, hidden=8)), (2, 2, 2)),
         ("sigmoid", lambda: L.Sigmoid(1e-3), (5,)),
     ]
 
@@ -94,7 +80,7 @@ def test_logit_round_trip_and_logdet():
 
 
 def test_conv_matrix_is_the_convolution():
-    conv = _randomise(L.Conv2d((2, 3, 4), 3), scale=1.0)
+    conv = randomise(L.Conv2d((2, 3, 4), 3), scale=1.0)
     x = torch.randn(5, 2, 3, 4)
     y, _ = conv(x)
     expected = x.reshape(5, -1) @ conv.matrix().T + conv.bias.repeat_interleave(12)

@@ -10,22 +10,9 @@ import ebflow
 from ebflow import architectures as A
 from ebflow import layers as L
 from ebflow.preprocessing import LogitTransform, dequantize
+from conftest import randomise
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _randomise(model: torch.nn.Module, scale: float = 0.3, seed: int = 1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _brute_log_prob(model: ebflow.EBFlow, x: torch.Tensor) -> torch.Tensor:
@@ -43,20 +30,20 @@ def _brute_log_prob(model: ebflow.EBFlow, x: torch.Tensor) -> torch.Tensor:
 
 
 MODELS = {
-    "fc": lambda: _randomise(A.fully_connected(6, num_layers=3)),
-    "fc-orth-nobias": lambda: _randomise(A.fully_connected(4, 2, init="orthogonal", bias=False, neg_init=False)),
-    "cnn": lambda: _randomise(A.cnn((2, 2, 3), num_layers=3)),
-    "cnn-k5": lambda: _randomise(A.cnn((1, 4, 4), num_layers=2, kernel_size=5)),
-    "coupling": lambda: _randomise(A.coupling(5, num_blocks=3, hidden=8)),
-    "mixed": lambda: _randomise(ebflow.EBFlow(
+    "fc": lambda: randomise(A.fully_connected(6, num_layers=3)),
+    "fc-orth-nobias": lambda: randomise(A.fully_connected(4, 2, init="orthogonal", bias=False, neg_init=False)),
+    "cnn": lambda: randomise(A.cnn((2, 2, 3), num_layers=3)),
+    "cnn-k5": lambda: randomise(A.cnn((1, 4, 4), num_layers=2, kernel_size=5)),
+    "coupling": lambda: randomise(A.coupling(5, num_blocks=3, hidden=8)),
+    "mixed": lambda: randomise(ebflow.EBFlow(
         [L.Conv2d((1, 2, 2)), L.SmoothLeakyReLU(), L.AffineCoupling(4, hidden=8), L.ActNorm((1, 2, 2)),
          L.Dense(4)], (1, 2, 2))),
 }
 MAP_MODELS = {
-    "fc-map": lambda: _randomise(A.fully_connected(4, preprocessing=LogitTransform(1e-3))),
-    "coupling-map": lambda: _randomise(A.coupling(3, num_blocks=2, hidden=8, preprocessing=LogitTransform(1e-3))),
+    "fc-map": lambda: randomise(A.fully_connected(4, preprocessing=LogitTransform(1e-3))),
+    "coupling-map": lambda: randomise(A.coupling(3, num_blocks=2, hidden=8, preprocessing=LogitTransform(1e-3))),
     # without MaP: the logit sits inside the model as a non-linear layer
-    "logit-layer": lambda: _randomise(ebflow.EBFlow([L.Logit(1e-3), L.Dense(3), L.SmoothLeakyReLU(), L.Dense(3)], 3)),
+    "logit-layer": lambda: randomise(ebflow.EBFlow([L.Logit(1e-3), L.Dense(3), L.SmoothLeakyReLU(), L.Dense(3)], 3)),
 }
 
 
@@ -97,12 +84,12 @@ def _integrate_2d(model, lo, hi, n):
 
 
 def test_density_of_2d_model_integrates_to_one():
-    model = _randomise(A.toy2d(num_blocks=3, hidden=16), scale=0.2)
+    model = randomise(A.toy2d(num_blocks=3, hidden=16), scale=0.2)
     assert _integrate_2d(model, -9.0, 9.0, 500) == pytest.approx(1.0, abs=1e-2)
 
 
 def test_density_with_map_integrates_to_one_over_unit_square():
-    model = _randomise(A.toy2d(num_blocks=2, hidden=16), scale=0.2)
+    model = randomise(A.toy2d(num_blocks=2, hidden=16), scale=0.2)
     model = ebflow.EBFlow(list(model.layers), 2, LogitTransform(1e-4))
     assert _integrate_2d(model, 0.0, 1.0, 500) == pytest.approx(1.0, abs=1e-2)
 
@@ -121,7 +108,7 @@ def test_inverse_round_trip_and_samples(name):
 
 def test_samples_follow_the_model_distribution():
     """A single dense layer z = W x + b is the Gaussian N(-W^-1 b, (W^T W)^-1): check the sample moments."""
-    model = _randomise(ebflow.EBFlow([L.Dense(2)], 2), scale=0.5)
+    model = randomise(ebflow.EBFlow([L.Dense(2)], 2), scale=0.5)
     W, b = model.layers[0].weight.detach(), model.layers[0].bias.detach()
     s = model.sample(200_000, torch.Generator().manual_seed(0))
     assert torch.allclose(s.mean(0), -torch.linalg.solve(W, b), atol=2e-2)
@@ -152,7 +139,7 @@ def test_score_matches_finite_differences_of_log_prob():
 
 
 def test_linear_logdet_cache_invalidated_by_optimizer_step():
-    model = _randomise(A.fully_connected(4))
+    model = randomise(A.fully_connected(4))
     with torch.no_grad():
         first = model.linear_logdet()
         assert model.linear_logdet() is first  # cached
@@ -168,7 +155,7 @@ def test_linear_logdet_cache_invalidated_by_optimizer_step():
 
 
 def test_linear_logdet_keeps_gradients_and_sees_state_dict_loads():
-    model = _randomise(A.fully_connected(3))
+    model = randomise(A.fully_connected(3))
     value = model.linear_logdet()
     assert value.requires_grad
     value.backward()
@@ -176,7 +163,7 @@ def test_linear_logdet_keeps_gradients_and_sees_state_dict_loads():
     assert torch.allclose(W.grad, torch.linalg.inv(W.detach()).T)  # d log|det W| / dW = W^-T
     with torch.no_grad():
         before = model.linear_logdet()
-        other = _randomise(A.fully_connected(3), seed=7)
+        other = randomise(A.fully_connected(3), seed=7)
         model.load_state_dict(other.state_dict())
         assert torch.allclose(model.linear_logdet(), other.linear_logdet())
         assert not torch.allclose(model.linear_logdet(), before)

@@ -12,12 +12,7 @@ from ebflow import objectives as O
 from ebflow.preprocessing import LogitTransform
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _gaussian_model(dim: int = 3, seed: int = 0) -> ebflow.EBFlow:
