@@ -436,13 +436,14 @@ def _asv_scaling(asv: pd.DataFrame, fig_dir: Path) -> list[Block]:
                            "" if r["error"] else f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]", str(r["n"])]
                           for _, r in g.sort_values(["range", "method"]).iterrows()])]
     d_rows = steps[steps["benchmark"].str.contains("TimeStepD.", regex=False)]
-    if BASELINE in set(d_rows["method"]):
-        mean = d_rows.assign(dim=d_rows["dim"].astype(int)).groupby(["method", "dim"])["value"].mean().unstack("dim")
-        ratio = mean.loc[BASELINE] / mean
+    sp = speedup_table(d_rows.assign(task="gaussian", status="ok"))
+    if len(sp):
+        dcols = [c for c in sp.columns if c.startswith("D=")]
         blocks += [Para(f"asv: speedup of a step against `{BASELINE}` (its time / the method's; > 1 is faster) "
                         "at each D, L = 2:"),
-                   Table(["method", *[f"D={d}" for d in ratio.columns]],
-                         [[m, *("" if pd.isna(v) else f"{v:.3g}x" for v in r)] for m, r in ratio.iterrows()])]
+                   Table(["method", *dcols],
+                         [[r["method"], *("" if pd.isna(r[c]) else f"{r[c]:.3g}x" for c in dcols)]
+                          for _, r in sp.iterrows()])]
     return blocks
 
 
