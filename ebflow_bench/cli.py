@@ -48,10 +48,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("metrics:")
     try:
         from . import metrics
-        from .runner import RUNNER_METRICS
 
-        for name in sorted(set(metrics.available()) | set(RUNNER_METRICS)):
-            print(f"  {name}")
+        for m in metrics.declared():
+            best = {"lower": "lower is better", "higher": "higher is better", "zero": "best at 0"}[m.direction]
+            print(f"  {m.name:<26} {m.label} [{m.unit}], {best}, {m.group}, computed by {m.computed_by}")
     except ImportError as e:
         print(f"  (metrics module unavailable: {e})")
     print("presets:")

@@ -284,7 +284,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
         stage = "computing metrics"
         from .metrics import compute_metrics
 
-        metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=cell.seed)]
+        metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=cell.seed, density=adapter.density_fn())]
         if nll is None:  # the adapter's own reason is the one worth reporting
             for r in metric_rows:
                 if r["metric"] in ("test_nll", "test_bpd") and r.get("status") == "unavailable":

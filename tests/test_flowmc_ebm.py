@@ -184,7 +184,8 @@ def test_log_z_of_zero_energy_is_zero():
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    log_z, se = estimate_log_z(ebm.log_unnorm, flow, 20_000, torch.Generator().manual_seed(0))
+    log_z, se, ess, frac, n = estimate_log_z(ebm.log_unnorm, flow, 20_000, torch.Generator().manual_seed(0))
+    assert n == 20_000 and ess == pytest.approx(frac * n) and 0.5 * n < ess <= n  # a close proposal
     assert 0 < se < 0.02
     assert abs(log_z) < 3 * se, (log_z, se)
 
@@ -194,7 +195,7 @@ def test_log_z_of_quadratic_energy_matches_closed_form():
     b = torch.tensor([2.5, -1.5], dtype=torch.float64)
     energy = QuadraticEnergy(a, b)
     ebm = TiltedEBM(energy, GaussianBase(2, 1.5))
-    log_z, se = estimate_log_z(ebm.log_unnorm, broad_proposal(2.0), 20_000, torch.Generator().manual_seed(0))
+    log_z, se, _, _, _ = estimate_log_z(ebm.log_unnorm, broad_proposal(2.0), 20_000, torch.Generator().manual_seed(0))
     true = energy.log_z(1.5)
     assert abs(true) > 1  # a non-trivial normaliser
     assert 0 < se < 0.02
@@ -277,7 +278,12 @@ def test_adapter_contract(cls, name, objective):
     nll1 = a.nll(task.test)
     assert nll1.shape == (100,) and torch.isfinite(nll1).all()
     assert a.log_z_stderr > 0
+    assert 1 <= a.log_z_ess <= 2000  # Kish ESS of the n_is = 2000 importance weights
     assert torch.equal(a.nll(task.test), nll1)  # log Z cached within a parameter version
+    # log_density is the tilted EBM's own -E + log rho: -NLL up to the constant log Z_hat
+    log_z, _ = a.log_z()
+    assert torch.allclose(a.log_density(task.test), -nll1 + log_z, atol=1e-5)
+    assert torch.allclose(a.density_fn()(task.test), (-nll1 + log_z).double(), atol=1e-5)
     s = a.sample(50)
     assert s.shape == (50, 2) and s.dtype == torch.float32 and s.device.type == "cpu"
     n_ebm = sum(p.numel() for p in a.trainer.ebm.energy.parameters())

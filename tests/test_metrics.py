@@ -10,13 +10,15 @@ import pytest
 import torch
 from scipy import stats
 
-from ebflow_bench import metrics
+from ebflow_bench import metrics, tasks
 from ebflow_bench.metrics import (MetricUnavailable, available_metrics, compute_metrics, energy_distance, get_metric,
                                   mmd2_unbiased, register_metric)
 from ebflow_bench.tasks import Task, bits_per_dim, get_task
 
 FIXED_NAMES = {"test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance", "grid_kl", "grid_tv",
-               "mode_weight_error", "log_density_error"}
+               "mode_weight_error", "mode_weight_error_samples", "mode_weight_ess", "mode_weight_outside",
+               "log_density_error"}
+RUNNER_NAMES = {"step_time", "train_time", "peak_memory", "nll_at_time", "log_z_stderr", "log_z_ess"}
 
 
 def _plain_task(test: torch.Tensor, **kw) -> Task:
@@ -28,14 +30,26 @@ def _randn(n, d, seed):
 
 
 def test_registry():
-    assert FIXED_NAMES <= set(available_metrics())
-    assert metrics.available() == available_metrics()
+    assert FIXED_NAMES <= set(available_metrics("metrics"))
+    assert RUNNER_NAMES <= set(available_metrics("runner")) and not RUNNER_NAMES & set(available_metrics("metrics"))
+    assert metrics.available() == available_metrics() == sorted(m.name for m in metrics.declared())
     m = get_metric("grid_kl")
     assert m.unit == "nats" and not m.applies(get_task("digits")) and m.applies(get_task("rings", n_train=10, n_test=10))
+    for m in metrics.declared():  # every metric declares its label, unit, direction, group and needs once
+        assert m.label and m.label != m.name and m.direction in metrics.DIRECTIONS and m.group in metrics.GROUPS
+        assert m.needs <= metrics.NEEDS and (m.fn is None) == (m.computed_by == "runner")
+    assert get_metric("mmd").direction == "zero" and get_metric("log_z_ess").direction == "higher"
+    assert get_metric("mode_weight_error").needs == {"density"} and get_metric("test_nll").needs == {"nll"}
+    assert get_metric("mode_weight_error_samples").label == "mode-weight MSE of the samples (negatives for EBMs)"
+    assert get_metric("mmd").better(-0.01, 0.02) and get_metric("log_z_ess").better(50, 10)
     with pytest.raises(KeyError, match="unknown metric 'nope'.*mmd"):
         get_metric("nope")
     with pytest.raises(ValueError, match="registered twice"):
         register_metric("mmd", unit="")(lambda task, samples, nll, *, seed: 0.0)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        register_metric("sideways", unit="", direction="up")(lambda task, samples, nll, *, seed: 0.0)
+    with pytest.raises(ValueError, match="recorded by the runner"):
+        compute_metrics(get_task("rings", n_train=10, n_test=10), torch.zeros(4, 2), None, names=["step_time"])
 
 
 def test_mmd_closed_form_for_shifted_gaussians():
@@ -76,7 +90,8 @@ def test_sample_metrics_through_the_registry():
     # identical sets: SW is 0; the U-statistics are -O(1/n), exactly (S = the mean over pairs i != j):
     # MMD^2 = -(2/n)(1 - S_k), energy distance = -(2/n) S_|x - x'|
     assert get_metric("sliced_wasserstein")(task, x, None, seed=0) < 1e-6
-    h = metrics.median_bandwidth(x64, x64)
+    h = metrics.task_bandwidth(task)
+    assert h == pytest.approx(float(torch.pdist(x64).median()))  # 1000 test points: all of them
     s_k = torch.exp(-torch.pdist(x64).square() / (2 * h**2)).mean()
     assert get_metric("mmd")(task, x, None, seed=0) == pytest.approx(float(-(2 / n) * (1 - s_k)), rel=1e-9)
     assert get_metric("energy_distance")(task, x, None, seed=0) == pytest.approx(-2 / n * float(torch.pdist(x64).mean()),
@@ -123,16 +138,20 @@ def test_grid_probabilities_integrate_the_density():
     assert torch.allclose(p[p > 0], torch.full((200,), 1 / 200, dtype=torch.float64))
 
 
-def test_mode_weight_error_exact():
+def test_mode_weight_error_of_samples_exact():
     task = get_task("mixture-4modes", n_train=10, n_test=10)
     centres = task.mode_means
     samples = torch.cat([centres[k] + 0.1 for k in range(4) for _ in range(25)]).reshape(100, 2)
     # fractions 1/4 each vs weights 0.1, 0.2, 0.3, 0.4
     exact = (0.15**2 + 0.05**2 + 0.05**2 + 0.15**2) / 4
-    assert get_metric("mode_weight_error")(task, samples, None, seed=0) == pytest.approx(exact)
+    m = get_metric("mode_weight_error_samples")
+    assert m(task, samples, None, seed=0) == pytest.approx(exact)
     counts = [10, 20, 30, 40]
     samples = torch.cat([centres[k].repeat(c, 1) for k, c in enumerate(counts)])
-    assert get_metric("mode_weight_error")(task, samples, None, seed=0) == pytest.approx(0.0, abs=1e-14)
+    assert m(task, samples, None, seed=0) == pytest.approx(0.0, abs=1e-14)
+    # the density metric needs a density: unavailable without one, whatever the samples
+    rows = {r["metric"]: r for r in compute_metrics(task, samples, None, seed=0)}
+    assert rows["mode_weight_error"]["status"] == "unavailable" and "density" in rows["mode_weight_error"]["reason"]
 
 
 def test_compute_metrics_statuses():
@@ -205,8 +224,138 @@ def test_log_density_error_against_known_densities():
         m(task, task.test, None, seed=0)
 
 
-def test_mmd_fails_clearly_on_collapsed_samples():
-    task = get_task("gaussian", dim=4, n_train=10, n_test=50)
-    collapsed = torch.zeros(400, 4)
+def test_mmd_of_collapsed_samples_is_finite_and_large():
+    task = get_task("gaussian", dim=4, n_train=10, n_test=500)
+    collapsed = task.test.mean(0).repeat(400, 1)  # every sample at the data mean
     rows = {r["metric"]: r for r in compute_metrics(task, collapsed, None, seed=0, names=["mmd"])}
-    assert rows["mmd"]["status"] == "failed" and "median pairwise distance is 0" in rows["mmd"]["reason"]
+    assert rows["mmd"]["status"] == "ok" and math.isfinite(rows["mmd"]["value"])
+    exact = task.sampler(2000, torch.Generator().manual_seed(3))
+    good = get_metric("mmd")(task, exact, None, seed=0)
+    assert rows["mmd"]["value"] > 0.05 and rows["mmd"]["value"] > 50 * abs(good)
+    flat = _plain_task(torch.zeros(50, 2))  # a test set with no spread has no bandwidth: a clear error
+    rows = {r["metric"]: r for r in compute_metrics(flat, torch.randn(10, 2), None, seed=0, names=["mmd"])}
+    assert rows["mmd"]["status"] == "failed" and "median pairwise distance of its test points is 0" in rows["mmd"]["reason"]
+
+
+def test_mmd_uses_one_kernel_per_task(monkeypatch):
+    """Two methods on one task (very different samples, one collapsed) are scored with the same bandwidth, the
+    median pairwise distance of the fixed test subsample; another data seed gives another task and bandwidth."""
+    task = get_task("eight_gaussians", seed=0, n_train=10, n_test=3000)
+    used = []
+    real = metrics.mmd2_unbiased
+    monkeypatch.setattr(metrics, "mmd2_unbiased", lambda x, y, h: used.append(h) or real(x, y, h))
+    a = get_metric("mmd")(task, task.sampler(2000, torch.Generator().manual_seed(1)), None, seed=0)
+    b = get_metric("mmd")(task, torch.full((2000, 2), 0.3), None, seed=1)
+    assert len(used) == 2 and used[0] == used[1] and a < b
+    idx = torch.randperm(3000, generator=torch.Generator().manual_seed(0))[:metrics.MMD_BANDWIDTH_POINTS]
+    assert used[0] == pytest.approx(float(torch.pdist(task.test[idx].double()).median()))
+    other = get_task("eight_gaussians", seed=1, n_train=10, n_test=3000)
+    assert metrics.task_bandwidth(other) != used[0]
+
+
+def _tilted_ebm_adapter(task):
+    """A ULA-EBM adapter whose energy makes its tilted density exp(-E) rho exactly the task's mixture:
+    E(x) = log rho(x) - log p(x) + 5 (the constant is arbitrary: the density's offset must not matter)."""
+    from ebflow_bench.adapters.flowmc import ULAEBMAdapter
+
+    a = ULAEBMAdapter(task, dim=task.dim, layers=1, seed=0, n_chains=8, n_is=512)
+    rho = a.trainer.ebm.base
+
+    class ExactEnergy(torch.nn.Module):
+        def forward(self, x):
+            return rho.log_prob(x) - task.log_prob(x.double()).to(x.dtype) + 5.0
+
+    a.trainer.ebm.energy = ExactEnergy()
+    return a
+
+
+def test_ebm_mode_weights_from_its_density_by_quadrature():
+    """A tilted EBM that is exactly the (0.1, 0.2, 0.3, 0.4) mixture: quadrature of its own density recovers the
+    weights to 1e-3 whatever its samples say, and the mass outside the grid is negligible."""
+    task = get_task("mixture-4modes", n_train=10, n_test=500)
+    a = _tilted_ebm_adapter(task)
+    density = a.density_fn()
+    x = task.test[:7]
+    assert torch.allclose(density(x), task.log_prob(x.double()) - 5.0, atol=1e-4)  # -E + log rho = log p - 5
+    masses = metrics.mode_masses_quadrature(task, density)
+    assert torch.allclose(masses, task.mode_weights.double(), atol=1e-3), masses
+    wrong = task.mode_means[[0] * 50 + [3] * 50]  # samples (e.g. stuck chains) in two modes, half each
+    rows = {r["metric"]: r for r in compute_metrics(task, wrong, None, seed=0, density=density)}
+    assert rows["mode_weight_error"]["status"] == "ok" and rows["mode_weight_error"]["value"] < 1e-6
+    assert rows["mode_weight_error_samples"]["value"] == pytest.approx((0.4**2 + 0.2**2 + 0.3**2 + 0.1**2) / 4)
+    assert 0 <= rows["mode_weight_outside"]["value"] < 1e-3 and "mode_weight_ess" not in rows
+    # a density with the weights reversed: MSE = mean((0.3, 0.1, -0.1, -0.3)^2) = 0.05
+    rev = tasks._iso_mixture_log_prob(task.mode_means.double(), torch.full((4,), 0.05, dtype=torch.float64),
+                                      torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64))
+    assert get_metric("mode_weight_error")(task, wrong, None, seed=0, density=rev) == pytest.approx(0.05, abs=1e-4)
+
+
+def _mixture4d(weights):
+    means = 2.0 * torch.tensor([[1, 1, 0, 0], [-1, 1, 0, 0], [0, -1, 1, 0], [0, -1, -1, 1]], dtype=torch.float64)
+    variances = torch.tensor([0.1, 0.2, 0.15, 0.1], dtype=torch.float64)
+    task = tasks._mixture_task("mix4d", 0, 10, 1000, means, variances, torch.tensor(weights, dtype=torch.float64),
+                               None, "4-D test mixture", "test")
+    return task, means, variances
+
+
+def test_ebm_mode_weights_by_importance_sampling_in_4d():
+    task, means, variances = _mixture4d([0.1, 0.2, 0.3, 0.4])
+    density = tasks._iso_mixture_log_prob(means, variances, torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64))
+    masses, ess, y, w = metrics.mode_masses_snis(task, density, seed=0)
+    assert torch.allclose(masses, torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64), atol=0.02), masses
+    assert metrics.MIN_MODE_ESS < ess <= metrics.SNIS_DRAWS and w.sum() == pytest.approx(1.0)
+    rows = {r["metric"]: r for r in compute_metrics(task, task.test, None, seed=0, density=density)}
+    assert rows["mode_weight_error"]["status"] == "ok"
+    assert rows["mode_weight_error"]["value"] == pytest.approx(0.05, abs=0.005)
+    assert rows["mode_weight_ess"]["value"] == pytest.approx(ess) and "mode_weight_outside" not in rows
+    assert rows["mode_weight_error_samples"]["value"] < 1e-3  # the test points themselves have the true weights
+    # a density far from every proposal component: a handful of draws carry all the weight -> flagged
+    spike = lambda x: -0.5 * (x.double() - 6.0).square().sum(-1) / 0.01
+    rows = {r["metric"]: r for r in compute_metrics(task, task.test, None, seed=0, density=spike)}
+    assert rows["mode_weight_ess"]["value"] < metrics.MIN_MODE_ESS
+    assert rows["mode_weight_error"]["status"] == "unreliable" and "ESS" in rows["mode_weight_error"]["reason"]
+    assert math.isfinite(rows["mode_weight_error"]["value"])
+
+
+def test_nll_reliability_thresholds():
+    assert metrics.nll_reliability(4000.0, 4096) == ("ok", "")
+    assert metrics.nll_reliability(metrics.MIN_LOG_Z_ESS, 4096)[0] == "ok"
+    status, reason = metrics.nll_reliability(99.0, 4096)
+    assert status == "unreliable" and "99.0 of 4096" in reason and "biased low" in reason
+    assert metrics.nll_reliability(500.0, 100_000)[0] == "unreliable"  # 0.5% of the draws
+    assert metrics.nll_reliability(float("nan"), 4096)[0] == "unreliable"
+    with pytest.raises(ValueError, match="positive integer"):
+        metrics.nll_reliability(10.0, 0)
+
+
+def test_low_log_z_ess_makes_the_nll_unreliable():
+    """estimate_log_z's ESS feeds nll_reliability: a proposal much narrower than the EBM gives degenerate
+    weights (log Z biased low, small stderr) and an unreliable NLL; a matching proposal does not."""
+    from baselines.flowmc_ebm import EnergyNet, GaussianBase, TiltedEBM, estimate_log_z
+
+    ebm = TiltedEBM(EnergyNet(16, 8, 1), GaussianBase(16, 3.0))  # E == 0: the EBM is N(0, 9 I), log Z = 0
+    good = estimate_log_z(ebm.log_unnorm, GaussianBase(16, 3.0), 4096, torch.Generator().manual_seed(0))
+    bad = estimate_log_z(ebm.log_unnorm, GaussianBase(16, 1.0), 4096, torch.Generator().manual_seed(0))
+    assert good.ess == pytest.approx(4096) and abs(good.log_z) < 1e-9
+    assert metrics.nll_reliability(good.ess, good.n) == ("ok", "")
+    assert bad.ess < metrics.MIN_LOG_Z_ESS and bad.log_z < -1  # biased low
+    assert metrics.nll_reliability(bad.ess, bad.n)[0] == "unreliable"
+
+
+def test_density_fn_defaults_to_minus_nll_and_is_none_without_likelihood():
+    from ebflow_bench.adapters import NLLUnavailable, get
+
+    task = get_task("mixture-4modes", n_train=200, n_test=50)
+    cls = get("mle-lu")
+    a = cls(task, dim=2, layers=2, seed=0)
+    x = task.test[:9]
+    assert torch.allclose(a.density_fn()(x), -a.nll(x).double().cpu())
+
+    class NoLikelihood(cls):
+        def nll(self, x):
+            raise NLLUnavailable("no likelihood here")
+
+    b = NoLikelihood(task, dim=2, layers=2, seed=0)
+    assert b.density_fn() is None
+    rows = {r["metric"]: r for r in compute_metrics(task, task.test, None, seed=0, density=b.density_fn())}
+    assert rows["mode_weight_error"]["status"] == "unavailable" and rows["mode_weight_error_samples"]["status"] == "ok"

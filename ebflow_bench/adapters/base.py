@@ -7,7 +7,10 @@ task at a given size (``dim``) and depth (``layers``), owns its model and optimi
 - ``nll(x)``: per-sample negative log-likelihood in nats, in the task's data space, or raises
   :class:`NLLUnavailable` with the reason;
 - ``sample(n)``: ``n`` model samples, shape ``[n, task.dim]``, on the CPU, float32;
-- ``num_params()``: trainable parameter count.
+- ``num_params()``: trainable parameter count;
+- optional ``log_density(x)``: the model's *unnormalised* log density ``[N]`` (any constant offset), in data space;
+  the default is ``-nll(x)`` (so it raises :class:`NLLUnavailable` when ``nll`` does); EBMs override it with
+  their energy (no log Z needed). ``density_fn()`` gives it to the metrics as a CPU callable, or None.
 
 Adapters are registered by name with :func:`register`; the harness looks them up with :func:`get`.
 """
@@ -79,6 +82,25 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def num_params(self) -> int:
         """Number of trainable parameters."""
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log density ``[N]`` of ``x`` (any constant offset); default ``-nll(x)``. Raises
+        NLLUnavailable when the method has neither."""
+        return -self.nll(x)
+
+    def density_fn(self):
+        """``log_density`` as a callable ``[N, D] -> [N]`` taking and returning CPU tensors (float64 out, no
+        gradient), for ``metrics.compute_metrics(..., density=...)``; None when the method has no density (a
+        probe on two test points raises NLLUnavailable)."""
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.log_density(x.to(self.device, torch.float32)).detach().to("cpu", torch.float64)
+
+        try:
+            fn(self.task.test[:2])
+        except NLLUnavailable:
+            return None
+        return fn
 
     @property
     def batch_size(self) -> int:

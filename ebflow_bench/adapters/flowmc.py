@@ -8,7 +8,11 @@ motivating example's 10 MCMC steps; ULA-EBM takes the same 10 steps), Langevin s
 
 NLL: ``E(x) - log rho(x) + log Z_hat``, with ``log Z_hat`` an importance-sampling estimate (``n_is`` draws) with
 the flow as proposal (ULA-EBM: ``rho`` as proposal, it has no flow), cached until the next training step. Its
-delta-method standard error is exposed as ``log_z_stderr``.
+delta-method standard error is exposed as ``log_z_stderr``, the Kish effective sample size of its weights as
+``log_z_ess`` (of ``n_is`` draws; see ``metrics.nll_reliability``).
+
+``log_density(x) = -E(x) + log rho(x)``: the tilted EBM's own unnormalised density, exactly as the model defines
+it (no log Z), which the metrics integrate for the EBM's mode weights.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class _TiltedEBMAdapter(Adapter):
         self._version = 0
         self._log_z: tuple[int, float, float] | None = None
         self.log_z_stderr = float("nan")
+        self.log_z_ess = float("nan")
         self.last_info: dict[str, float] = {}
         return TiltedEBM(energy, base).to(self.device)
 
@@ -61,11 +66,16 @@ class _TiltedEBMAdapter(Adapter):
     def log_z(self) -> tuple[float, float]:
         """``(log Z_hat, stderr)`` of the tilted EBM, re-estimated once per parameter version."""
         if self._log_z is None or self._log_z[0] != self._version:
-            lz, se = estimate_log_z(self.trainer.ebm.log_unnorm, self._proposal(), int(self.hparams["n_is"]),
-                                    self._is_generator)
-            self._log_z = (self._version, lz, se)
-            self.log_z_stderr = se
+            est = estimate_log_z(self.trainer.ebm.log_unnorm, self._proposal(), int(self.hparams["n_is"]),
+                                 self._is_generator)
+            self._log_z = (self._version, est.log_z, est.stderr)
+            self.log_z_stderr, self.log_z_ess = est.stderr, est.ess
         return self._log_z[1], self._log_z[2]
+
+    @torch.no_grad()
+    def log_density(self, x: Tensor) -> Tensor:
+        """``-E(x) + log rho(x)``, the tilted EBM's unnormalised log density."""
+        return self.trainer.ebm.log_unnorm(x.to(self.device))
 
     @torch.no_grad()
     def nll(self, x: Tensor) -> Tensor:
