@@ -557,6 +557,21 @@ def mode_weight_error(task: Task, samples: Tensor, nll: Tensor | None, *, seed: 
     return value
 
 
+@register_metric("mode_weight_error_samples", unit="MSE", applies=_is_mixture,
+                 label="mode-weight MSE of the samples (negatives for EBMs)")
+def mode_weight_error_samples(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
+                              density: Density | None = None) -> float:
+    """mean_k (f_k - w_k)^2, with f_k the fraction of model samples whose nearest mode centre is k and w_k the
+    true weight (Grenioux et al. 2023, Table 3, "negatives": for an EBM these are its sampler's chains, not its
+    density). Where modes overlap, nearest-centre fractions of exact samples differ slightly from the weights
+    (negligible for the suite's 2-D mixtures; zero by symmetry for ``gmm``)."""
+    x = _samples(task, samples)
+    centres = task.mode_means.double()  # type: ignore[union-attr]
+    nearest = torch.cdist(x, centres).argmin(1)
+    frac = torch.bincount(nearest, minlength=len(centres)).double() / len(x)
+    return float((frac - task.mode_weights.double()).square().mean())  # type: ignore[union-attr]
+
+
 @register_metric("mode_weight_ess", unit="samples", applies=lambda task: _is_mixture(task) and task.dim > 2,
                  needs=("density",), direction="higher", group="diagnostic",
                  label=f"ESS of the mode-weight importance sampling (of {SNIS_DRAWS})")
@@ -578,21 +593,6 @@ def mode_weight_outside(task: Task, samples: Tensor, nll: Tensor | None, *, seed
     (x0, x1), (y0, y1) = quadrature_box(task)
     inside = (y[:, 0] >= x0) & (y[:, 0] <= x1) & (y[:, 1] >= y0) & (y[:, 1] <= y1)
     return float(w[~inside].sum())
-
-
-@register_metric("mode_weight_error_samples", unit="MSE", applies=_is_mixture,
-                 label="mode-weight MSE of the samples (negatives for EBMs)")
-def mode_weight_error_samples(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-                              density: Density | None = None) -> float:
-    """mean_k (f_k - w_k)^2, with f_k the fraction of model samples whose nearest mode centre is k and w_k the
-    true weight (Grenioux et al. 2023, Table 3, "negatives": for an EBM these are its sampler's chains, not its
-    density). Where modes overlap, nearest-centre fractions of exact samples differ slightly from the weights
-    (negligible for the suite's 2-D mixtures; zero by symmetry for ``gmm``)."""
-    x = _samples(task, samples)
-    centres = task.mode_means.double()  # type: ignore[union-attr]
-    nearest = torch.cdist(x, centres).argmin(1)
-    frac = torch.bincount(nearest, minlength=len(centres)).double() / len(x)
-    return float((frac - task.mode_weights.double()).square().mean())  # type: ignore[union-attr]
 
 
 # --- metrics the runner records (declared here so that label, unit and direction live in one place) ------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -15,6 +16,8 @@ from PIL import Image
 
 from ebflow_bench import published
 from ebflow_bench.report import build_report, quality_stats, quality_table, speedup_table, tables
+
+T = importlib.import_module("ebflow_bench.report.tables")  # the module (``report.tables`` is also a function)
 
 COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
            "metric", "value", "unit", "status", "reason", "cell_status", "step", "elapsed_s", "n_params", "device",
@@ -229,7 +232,34 @@ def test_scaling_exponents_and_speedup(run_dir, report):
     # speedup of DSM over ML = (1e-6 D^3) / (4e-6 D^2) = D / 4
     assert sp.loc[("gaussian", 2, "ebflow-dsm"), "D=64"] == pytest.approx(16.0)
     assert sp.loc[("gaussian", 1, "ebflow-ml"), "D=8"] == pytest.approx(1.0)
-    assert sp.loc[("checkerboard", 2, "energy-flow"), "D=2"] == pytest.approx(0.5)
+    # energy-flow's every cell failed after one (warm-up) step: it never enters a speed-up
+    assert ("checkerboard", 2, "energy-flow") not in sp.index
+    assert sp.loc[("checkerboard", 2, "ebflow-dsm"), "D=2"] == pytest.approx(1.0)
+
+
+def test_failed_or_degenerate_cells_do_not_enter_speedups(run_dir):
+    df = pd.read_parquet(run_dir / "results.parquet")
+    ok = df[df["task"].eq("gaussian")]
+    assert T.speedup_table(ok).set_index(["layers", "method"]).loc[(2, "ebflow-dsm"), "D=64"] == pytest.approx(16)
+    # the DSM cells at D=64, L=2 become degenerate (e.g. a finite divergence): that speed-up has no value left
+    hit = ok["method"].eq("ebflow-dsm") & ok["dim"].eq(64) & ok["layers"].eq(2)
+    bad = ok.assign(cell_status=ok["cell_status"].where(~hit, "degenerate"))
+    assert T.bad_cells(bad) == set(zip(ok.loc[hit, "run_id"], ok.loc[hit, "cell_id"]))
+    sp = T.speedup_table(bad).set_index(["layers", "method"])
+    assert math.isnan(sp.loc[(2, "ebflow-dsm"), "D=64"]) and sp.loc[(2, "ebflow-dsm"), "D=32"] == pytest.approx(8)
+    # rows without cell ids (asv) are all kept
+    assert T.bad_cells(ok.drop(columns=["run_id", "cell_id"])) == set()
+
+
+def test_scaling_fits_with_fewer_than_five_points_are_insufficient():
+    rows = [{"task": "g", "method": m, "layers": 2.0, "dim": float(d), "value": c * d**a}
+            for m, c, a, dims in (("ml", 1e-6, 3.0, (8, 16, 32, 64, 128)), ("dsm", 4e-6, 2.0, (8, 16, 32)))
+            for d in dims]
+    fits = T.scaling_fits(T.scaling_panels(pd.DataFrame(rows), "dim"), "dim").set_index("method")
+    assert fits.loc["ml", "status"] == "ok" and fits.loc["ml", "slope"] == pytest.approx(3.0)
+    assert fits.loc["ml", "n_x"] == 5 and fits.loc["ml", "ci_low"] == pytest.approx(3.0) == fits.loc["ml", "ci_high"]  # exact
+    assert fits.loc["dsm", "status"] == "insufficient" and "3 distinct dim values < 5" in fits.loc["dsm", "reason"]
+    assert math.isnan(fits.loc["dsm", "slope"]) and math.isnan(fits.loc["dsm", "ci_low"])
 
 
 def test_published_tables_beside_ours(report):

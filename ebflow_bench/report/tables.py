@@ -8,12 +8,20 @@ Choices made here:
   failed and others did not, the entry is the statistic of the ok seeds followed by "(k/n failed)".
 - A metric with no ok value and no failed cell is ``n/a`` (unavailable for that method, e.g. the NLL of an EBM
   without log Z). Columns are the metrics that occur for the task at all.
-- "Best" is the lowest mean (every quality metric here is a loss or a divergence; for the unbiased MMD^2,
-  which may be slightly negative from noise, the lowest is taken too). ``log_z_stderr`` is shown but not ranked.
+- Metric names, labels, units and directions come from the registry (``ebflow_bench.metrics.declared``):
+  the quality columns are its ``quality`` and ``diagnostic`` metrics in declaration order, labelled
+  "label (unit)". "Best" follows each metric's ``direction``: lowest mean for ``lower``, highest for
+  ``higher``, closest to zero for ``zero`` (the unbiased MMD^2, which may dip below zero from noise);
+  ``diagnostic`` metrics (``log_z_stderr``, ``log_z_ess``, ...) are shown but not ranked.
 - Step time is analysed per task (a step's cost depends on the task's batch and model, not only on D and L):
   entries average the ok ``step_time`` rows of (task, method, dim, layers) over seeds, including cells that
   failed later (the steps that ran were timed). An exponent in D is fitted for each (task, L) with at least two
-  D values, using the methods measured at two or more D; likewise in L.
+  D values, using the methods measured at two or more D; likewise in L. A fit over fewer than
+  ``MIN_FIT_POINTS`` = 5 distinct values is not a result: :func:`scaling_fits` returns it marked
+  ``insufficient`` with no slope or interval (with 3 points a t-interval on 1 degree of freedom spans
+  several units of exponent).
+- Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed or degenerate cell (its
+  single warm-up step, or a diverged model) never enters one.
 """
 
 from __future__ import annotations
@@ -23,19 +31,25 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..metrics import declared
+
 KEYS = ["task", "dim", "layers", "budget", "method"]
-#: unbiased estimates of a non-negative quantity, ranked by their distance to zero
-SIGNED_ESTIMATES = ("mmd",)
-QUALITY_METRICS = ("test_nll", "test_bpd", "sliced_wasserstein", "mmd", "energy_distance", "grid_kl", "grid_tv",
-                   "log_density_error", "mode_weight_error", "log_z_stderr")
-UNRANKED = frozenset({"log_z_stderr"})
-METRIC_LABELS = {
-    "test_nll": "test NLL (nats)", "test_bpd": "bits/dim", "sliced_wasserstein": "sliced W2",
-    "mmd": "MMD^2", "energy_distance": "energy dist.", "grid_kl": "grid KL", "grid_tv": "grid TV",
-    "log_density_error": "med. sq. log-density err.",
-    "mode_weight_error": "mode-weight MSE", "log_z_stderr": "log Z stderr",
-}
+_SHOWN = [m for m in declared() if m.group in ("quality", "diagnostic")]
+#: the quality table's metrics, in the registry's declaration order
+QUALITY_METRICS = tuple(m.name for m in _SHOWN)
+#: shown but not ranked (the registry's ``diagnostic`` group)
+UNRANKED = frozenset(m.name for m in _SHOWN if m.group == "diagnostic")
+#: unbiased estimates of a non-negative quantity, ranked by their distance to zero (direction ``zero``)
+SIGNED_ESTIMATES = tuple(m.name for m in _SHOWN if m.direction == "zero")
+#: ranked by the highest mean (direction ``higher``)
+HIGHER_IS_BETTER = frozenset(m.name for m in _SHOWN if m.direction == "higher")
+#: column titles: "label (unit)" from the registry
+METRIC_LABELS = {m.name: f"{m.label} ({m.unit})" for m in _SHOWN}
 BASELINE = "ebflow-ml"
+#: fewest distinct x values of a scaling fit shown as a result
+MIN_FIT_POINTS = 5
+#: cell statuses that keep a cell out of speed-ups (``degenerate``: finished with a diverged or collapsed model)
+BAD_CELL_STATUSES = ("failed", "degenerate")
 
 
 def fmt(x: float, digits: int = 4) -> str:
@@ -115,10 +129,12 @@ def _entry(r: pd.Series) -> str:
 
 
 def best_mask(stats: pd.DataFrame) -> pd.Series:
-    """True where a row's mean is the lowest among ok entries of the same task, dim and metric (for MMD^2,
-    whose unbiased estimate can fall below zero, the one closest to zero)."""
+    """True where a row's mean is the best among ok entries of the same task, dim and metric, in the metric's
+    registered direction: lowest, highest, or (MMD^2, whose unbiased estimate can fall below zero) closest to
+    zero."""
     ok = stats["status"].eq("ok") & ~stats["metric"].isin(UNRANKED)
     score = stats["mean"].where(~stats["metric"].isin(SIGNED_ESTIMATES), stats["mean"].abs())
+    score = score.where(~stats["metric"].isin(HIGHER_IS_BETTER), -score)
     lowest = score[ok].groupby([stats["task"], stats["dim"], stats["metric"]]).transform("min")
     return ok & score.eq(lowest.reindex(stats.index))
 
@@ -165,10 +181,26 @@ def scaling_panels(steps: pd.DataFrame, x: str) -> list[tuple[str, float, pd.Dat
     return out
 
 
+def bad_cells(df: pd.DataFrame) -> set[tuple[str, str]]:
+    """(run_id, cell_id) of every failed or degenerate cell: a row or the cell's ``cell_status`` in
+    ``BAD_CELL_STATUSES``. Empty when the table has no cell ids (e.g. asv rows)."""
+    if not {"run_id", "cell_id"} <= set(df.columns):
+        return set()
+    bad = df["status"].isin(BAD_CELL_STATUSES)
+    if "cell_status" in df.columns:
+        bad |= df["cell_status"].isin(BAD_CELL_STATUSES)
+    return set(map(tuple, df.loc[bad, ["run_id", "cell_id"]].astype(str).to_numpy()))
+
+
 def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """Per task, layers value, method and D: mean step time of ``baseline`` / mean step time of the method
-    (> 1 means faster than the baseline). Columns: task, layers, method, then one per D ("D=64", ...); NaN
-    where either mean is missing. Empty when the baseline has no step time."""
+    (> 1 means faster than the baseline), over cells that finished ok (failed or degenerate cells,
+    :func:`bad_cells`, are left out). Columns: task, layers, method, then one per D ("D=64", ...); NaN where
+    either mean is missing. Empty when the baseline has no step time."""
+    bad = bad_cells(df)
+    if bad:
+        ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
+        df = df[[i not in bad for i in ids]]
     s = step_times(df)
     if s.empty or baseline not in set(s["method"]):
         return pd.DataFrame(columns=["task", "layers", "method"])
@@ -189,3 +221,31 @@ def nll_at_time(df: pd.DataFrame) -> pd.DataFrame:
     t = df[df["metric"].eq("nll_at_time") & df["status"].eq("ok") & df["value"].notna() & df["elapsed_s"].notna()
            & ~df["cell_id"].isin(bad)]
     return t.assign(value=t["value"].astype(float), elapsed_s=t["elapsed_s"].astype(float))
+
+
+def scaling_fits(panels: list[tuple[str, float, pd.DataFrame]], x: str,
+                 min_points: int = MIN_FIT_POINTS) -> pd.DataFrame:
+    """Exponents of step time against ``x`` per method in each panel of :func:`scaling_panels`
+    (``ebflow_bench.scaling.fit_exponents``). Columns: task, fixed, method, slope, ci_low, ci_high, n (points),
+    n_x (distinct x), status (``ok``, ``insufficient``: fewer than ``min_points`` distinct x, slope and
+    interval NaN, not a result; ``failed``: the fit raised) and reason."""
+    from ..scaling import fit_exponents
+
+    cols = ["task", "fixed", "method", "slope", "ci_low", "ci_high", "n", "n_x", "status", "reason"]
+    rows = []
+    for task, v, g in panels:
+        for method, gm in g.groupby("method", sort=True):
+            n_x = int(gm[x].nunique())
+            row = {"task": task, "fixed": v, "method": method, "slope": math.nan, "ci_low": math.nan,
+                   "ci_high": math.nan, "n": len(gm), "n_x": n_x, "status": "ok", "reason": ""}
+            if n_x < min_points:
+                row.update(status="insufficient", reason=f"{n_x} distinct {x} values < {min_points}: not fitted")
+            else:
+                try:
+                    r = fit_exponents(gm, by="method", x=x).iloc[0]
+                    row.update(slope=float(r["slope"]), ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]),
+                               n=int(r["n"]))
+                except ValueError as e:
+                    row.update(status="failed", reason=str(e))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
