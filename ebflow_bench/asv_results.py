@@ -1,34 +1,37 @@
-"""asv results (JSON, asv 0.6.6 format, api_version 2) -> the suite's tidy table.
+"""asv results -> the suite's tidy table, read through asv's own API (asv 0.6.6).
 
-Layout read: ``RESULTS_DIR/<machine>/<commit[:8]>-<env>.json`` (one file per commit and environment) next to
-``RESULTS_DIR/<machine>/machine.json`` and ``RESULTS_DIR/benchmarks.json`` (written by ``asv run``; gives
-each benchmark's ``param_names``, ``unit`` and ``type``). A results file holds ``commit_hash``, ``date`` (commit
-time, ms since the epoch), ``params`` (the machine/environment description) and ``results``: per benchmark a
-row aligned with ``result_columns`` (``result``, ``params``, ``version``, ``started_at``, ``duration``,
-``stats_*``, ...; trailing ``None`` columns dropped). ``result`` is a flat list over the Cartesian product of
-the benchmark's parameter lists (``itertools.product`` order; ``None`` for a failed or skipped combination,
-NaN where asv wrote ``NaN``) and each parameter value is its Python ``repr`` (``"'ebflow-ml'"``, ``"512"``).
+:func:`load_asv_results` walks ``RESULTS_DIR`` with ``asv.results.iter_results_paths`` (every
+``<machine>/<commit>-<env>.json`` next to a valid ``<machine>/machine.json``) and loads each file with
+``asv.results.Results.load``; values, parameters and statistics come from ``Results.get_result_params``,
+``get_result_value`` and ``get_result_stats`` (asv's 99% interval ``ci_99_a``/``ci_99_b``), benchmark metadata
+(``param_names``, ``unit``, ``type``) from ``RESULTS_DIR/benchmarks.json`` via ``asv.util.load_json``. asv stores
+each parameter value as its Python ``repr`` (``"'ebflow-ml'"``, ``"512"``); they are turned back into values.
 
-Output columns: ``benchmark, commit, machine, env, date, method, task, dim, layers, params, metric, value,
-unit`` plus ``ci_low``/``ci_high`` (asv's 99% interval of the statistic, where recorded). ``date`` is a UTC
-``pandas.Timestamp``. The metric comes from the benchmark's kind: ``time_*`` -> ``step_time`` (s),
-``peakmem_*`` -> ``peak_memory`` (converted from bytes to MiB, the suite's unit), ``mem_*`` -> ``memory``
-(MiB), ``track_<name>`` -> ``<name>`` (the benchmark's own unit). Failed combinations are kept with value NaN.
+Output columns: ``machine, commit, date, env, benchmark``, one column per benchmark parameter (always
+``method, task, dim, layers``, plus any other ``param_names`` of the suite), ``params`` (all of them as text),
+``metric, value, unit, ci_low, ci_high``. ``date`` is a UTC ``pandas.Timestamp`` (the commit time asv
+recorded). The metric comes from the benchmark's kind: ``time_*`` -> ``step_time`` (s), ``peakmem_*`` ->
+``peak_memory`` (converted from bytes to MiB, the suite's unit), ``mem_*`` -> ``memory`` (MiB), ``track_<name>``
+-> ``<name>`` (the benchmark's own unit). Failed or skipped combinations are kept with value NaN.
+
+:func:`history_table` is the per-commit table of the report: one row per benchmark *and every parameter*
+(``task`` included), so values of different tasks are never averaged into one row.
 """
 
 from __future__ import annotations
 
 import ast
-import itertools
-import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["benchmark", "commit", "machine", "env", "date", "method", "task", "dim", "layers", "params",
-           "metric", "value", "unit", "ci_low", "ci_high"]
+#: parameter columns every table has (the suite's ``param_names``); others are added as found
+PARAM_COLUMNS = ["method", "task", "dim", "layers"]
+COLUMNS = ["machine", "commit", "date", "env", "benchmark", *PARAM_COLUMNS, "params", "metric", "value", "unit",
+           "ci_low", "ci_high"]
 _MIB = 2.0**20
 
 
@@ -71,82 +74,98 @@ def _number(v: Any, factor: float) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _benchmarks(root: Path) -> dict[str, dict[str, Any]]:
+    """``benchmarks.json`` through asv (name -> metadata); empty when the file is absent."""
+    from asv import util
+    from asv.benchmarks import Benchmarks
+
+    path = root / "benchmarks.json"
+    if not path.is_file():
+        return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AsvResultsError(f"cannot read asv results file {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise AsvResultsError(f"{path} is not an asv results file (not a JSON object)")
-    return data
+        d = util.load_json(str(path), api_version=Benchmarks.api_version)
+    except util.UserError as e:
+        raise AsvResultsError(f"cannot read {path}: {e}") from e
+    return {k: v for k, v in d.items() if isinstance(v, dict)}
 
 
-def _file_rows(path: Path, benchmarks: dict[str, Any]) -> list[dict[str, Any]]:
-    d = _read_json(path)
-    if d.get("version") != 2:
-        raise AsvResultsError(f"{path}: asv results api_version {d.get('version')!r}, expected 2 (asv 0.5/0.6)")
-    missing = [k for k in ("commit_hash", "result_columns", "results") if k not in d]
-    if missing:
-        raise AsvResultsError(f"{path}: not an asv results file (missing {missing})")
-    cols = list(d["result_columns"])
-    env_params = d.get("params") or {}
-    machine = str(env_params.get("machine") or path.parent.name)
-    date = pd.to_datetime(d.get("date"), unit="ms", utc=True) if d.get("date") is not None else pd.NaT
+def _result_rows(res: Any, path: str, benchmarks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    import itertools
+
+    date = pd.to_datetime(res.date, unit="ms", utc=True) if res.date is not None else pd.NaT
+    machine = str(res.params.get("machine") or Path(path).parent.name)
     rows = []
-    for bench, raw in d["results"].items():
-        rec = dict(zip(cols, raw))
+    for bench in sorted(res.get_all_result_keys()):
         meta = benchmarks.get(bench, {})
         metric, unit, factor = _metric(bench, meta)
-        results = rec.get("result")
-        param_lists = rec.get("params") or []
+        param_lists = res.get_result_params(bench) or []
         names = list(meta.get("param_names") or [])
         if len(names) != len(param_lists):
             names = [f"param{i + 1}" for i in range(len(param_lists))]
-        combos = list(itertools.product(*param_lists)) if param_lists else [()]
-        if results is None:
-            results = [None] * len(combos)
-        elif not isinstance(results, list):
-            results = [results]
-        if len(results) != len(combos):
-            raise AsvResultsError(f"{path}: {bench} has {len(results)} results for {len(combos)} parameter "
-                                  f"combinations")
-        ci_a = rec.get("stats_ci_99_a") or [None] * len(combos)
-        ci_b = rec.get("stats_ci_99_b") or [None] * len(combos)
-        for combo, value, lo, hi in zip(combos, results, ci_a, ci_b):
+        values = res.get_result_value(bench, param_lists)
+        stats = res.get_result_stats(bench, param_lists)
+        for combo, value, st in zip(itertools.product(*param_lists), values, stats):
             p = {n: _parse_param(v) for n, v in zip(names, combo)}
-            rows.append({
-                "benchmark": bench, "commit": str(d["commit_hash"]), "machine": machine,
-                "env": str(d.get("env_name", "")), "date": date,
-                "method": p.get("method"), "task": p.get("task"),
-                "dim": p.get("dim"), "layers": p.get("layers"),
-                "params": ", ".join(f"{n}={p[n]}" for n in names),
-                "metric": metric, "value": _number(value, factor), "unit": unit,
-                "ci_low": _number(lo, factor), "ci_high": _number(hi, factor),
-            })
+            st = st or {}
+            rows.append({"machine": machine, "commit": str(res.commit_hash), "date": date,
+                         "env": str(res.env_name or ""), "benchmark": bench, **p,
+                         "params": ", ".join(f"{n}={p[n]}" for n in names),
+                         "metric": metric, "value": _number(value, factor), "unit": unit,
+                         "ci_low": _number(st.get("ci_99_a"), factor), "ci_high": _number(st.get("ci_99_b"), factor)})
     return rows
 
 
 def load_asv_results(results_dir: str | Path) -> pd.DataFrame:
-    """Every asv results file under ``results_dir`` (all machines and commits) as one tidy DataFrame.
+    """Every asv results file under ``results_dir`` (all machines and commits) as one tidy DataFrame (see the
+    module docstring), in commit-date order.
 
     Raises ``FileNotFoundError`` when the directory does not exist and :class:`AsvResultsError` (a
-    ``ValueError``) when it holds no results files or one is malformed.
+    ``ValueError``) when it holds no results files or asv cannot load one (e.g. an older api_version).
     """
+    from asv import util
+    from asv.results import Results, iter_results_paths
+
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"asv results directory not found: {root}")
-    bench_file = root / "benchmarks.json"
-    benchmarks = _read_json(bench_file) if bench_file.is_file() else {}
-    files = sorted(p for p in root.glob("*/*.json") if p.name != "machine.json")
-    if not files:
-        raise AsvResultsError(f"no asv results in {root}: expected <machine>/<commit>-<env>.json files "
-                              f"(run `ebflow-bench track` or `asv run` first)")
-    rows = [r for f in files for r in _file_rows(f, benchmarks)]
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    benchmarks = _benchmarks(root)
+    rows, n_files = [], 0
+    for folder, name, machine in iter_results_paths(str(root)):
+        path = os.path.join(folder, name)
+        try:
+            res = Results.load(path, machine_name=machine)
+        except util.UserError as e:
+            raise AsvResultsError(f"asv cannot load results file {path}: {e}") from e
+        n_files += 1
+        rows += _result_rows(res, path, benchmarks)
+    if not n_files:
+        raise AsvResultsError(f"no asv results in {root}: expected <machine>/<commit>-<env>.json files next to a "
+                              f"valid <machine>/machine.json (run `ebflow-bench track` first)")
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+    df = pd.DataFrame(rows, columns=[*COLUMNS[:9], *extra, *COLUMNS[9:]])
     for c in ("dim", "layers"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     # files in date order; within a file, asv's benchmark and parameter order
     return df.sort_values(["date", "commit"], kind="stable").reset_index(drop=True)
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    """The benchmark-parameter columns of a :func:`load_asv_results` table that hold any value."""
+    fixed = set(COLUMNS) - set(PARAM_COLUMNS)
+    return [c for c in df.columns if c not in fixed and df[c].notna().any()]
+
+
+def history_table(df: pd.DataFrame, last: int = 8) -> pd.DataFrame:
+    """Values of the ``last`` commits (date order, oldest first) per benchmark and parameter combination: one row
+    per (benchmark, every parameter column incl. ``task``, unit), one column per commit (full hash). Values of
+    different tasks (or any other parameter) stay in different rows; repeated values of one combination at one
+    commit (several environments) are averaged."""
+    df = df[pd.to_numeric(df["value"], errors="coerce").notna()]
+    order = df.sort_values("date").drop_duplicates("commit")["commit"].tolist()[-last:]
+    keys = ["benchmark", *param_columns(df), "unit"]
+    recent = df[df["commit"].isin(order)].assign(value=lambda t: t["value"].astype(float))
+    wide = recent.groupby([*keys, "commit"], dropna=False)["value"].mean().unstack("commit")
+    return wide.reindex(columns=order).reset_index()
 
 
 #: the asv step-time sweeps: (benchmark class, swept variable)
@@ -163,9 +182,11 @@ def step_exponents(df: pd.DataFrame, commit: str | None = None) -> pd.DataFrame:
     whole sweep and over L >= ``MIN_LAYERS``).
 
     Columns: sweep, x, range, fixed (the other variable's value), method, slope, ci_low, ci_high, n, error
-    (why a fit failed, else ""). Every asv sample counts as a point (asv stores one statistic per combination).
+    (why a fit failed or is insufficient, else ""). Every asv sample counts as a point (asv stores one statistic
+    per combination). A fit over fewer than ``scaling.MIN_FIT_POINTS`` distinct values is not a result: its
+    slope and interval are NaN and ``error`` starts with "insufficient".
     """
-    from .scaling import ASYMPTOTIC_MIN_DIM, fit_exponents
+    from .scaling import ASYMPTOTIC_MIN_DIM, MIN_FIT_POINTS, fit_exponents
 
     cols = ["sweep", "x", "range", "fixed", "method", "slope", "ci_low", "ci_high", "n", "error"]
     steps = df[(df["metric"] == "step_time") & pd.to_numeric(df["value"], errors="coerce").gt(0)]
@@ -185,6 +206,13 @@ def step_exponents(df: pd.DataFrame, commit: str | None = None) -> pd.DataFrame:
             for method, gm in g.groupby("method", sort=True):
                 row = {"sweep": sweep, "x": x, "range": label, "fixed": float(gm[other].iloc[0]), "method": method,
                        "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "error": ""}
+                n_x = int(gm.loc[gm[x] >= (min_x or 0), x].nunique())
+                if n_x < MIN_FIT_POINTS:
+                    row["error"] = (f"insufficient: {n_x} distinct {'D' if x == 'dim' else 'L'} values "
+                                    f"(< {MIN_FIT_POINTS}); not fitted")
+                    row["n"] = int((gm[x] >= (min_x or 0)).sum())
+                    rows.append(row)
+                    continue
                 try:
                     r = fit_exponents(gm, by="method", x=x, min_x=min_x).iloc[0]
                     row.update(slope=r["slope"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=int(r["n"]))

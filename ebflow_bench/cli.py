@@ -103,9 +103,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from .track import run_track
+    from .track import TrackError, compare, run_track
 
-    print(run_track(machine=args.machine, quick=args.quick, bench=args.bench))
+    try:
+        if args.compare:
+            if args.quick or args.bench:
+                raise _BadInput("--compare reads saved results: it takes no --quick or --bench")
+            base, head = args.compare
+            worsened, improved = compare(base, head, machine=args.machine, factor=args.factor,
+                                         split=args.split, only_changed=args.only_changed)
+            print(f"{'REGRESSION' if worsened else 'no regression'}: {head} against {base} on machine "
+                  f"{args.machine!r} (factor {args.factor})" + ("; some benchmarks improved" if improved else ""))
+            return 1 if worsened else 0
+        print(run_track(machine=args.machine, quick=args.quick, bench=args.bench))
+    except (TrackError, ValueError) as e:
+        raise _BadInput(str(e)) from e
     return 0
 
 
@@ -164,10 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--asv-results", help="asv results directory to include")
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("track", help="asv run for the current commit, then asv publish")
-    s.add_argument("--machine", default="ebflow-bench-ref")
-    s.add_argument("--quick", action="store_true")
+    s = sub.add_parser(
+        "track", help="asv: record the current commit (asv run + publish), or compare two recorded commits",
+        description="Without --compare: describe this machine to asv, `asv run --python=same --set-commit-hash "
+                    "HEAD`, `asv publish`, and print fitted step-time exponents. With --compare BASE HEAD: asv's "
+                    "comparison table of two commits already recorded on --machine (as `asv compare`); exit "
+                    "status 1 when a benchmark regressed by more than --factor, as `asv continuous` (which the "
+                    "existing environment cannot run). Workflow: `git checkout main && ebflow-bench track`, "
+                    "`git checkout BRANCH && ebflow-bench track`, `ebflow-bench track --compare main BRANCH`.")
+    s.add_argument("--machine", default="ebflow-bench-ref", help="asv machine name (default ebflow-bench-ref)")
+    s.add_argument("--quick", action="store_true", help="each benchmark once (values still saved)")
     s.add_argument("--bench", help="regular expression selecting benchmarks")
+    s.add_argument("--compare", nargs=2, metavar=("BASE", "HEAD"),
+                   help="compare the saved results of two commits (git names or hashes) instead of running")
+    s.add_argument("--factor", type=float, default=1.1,
+                   help="with --compare: ratio beyond which a change counts (default 1.1, asv's)")
+    s.add_argument("--split", action="store_true", help="with --compare: split the table into worse/better/same")
+    s.add_argument("--only-changed", action="store_true", help="with --compare: show changed benchmarks only")
     s.set_defaults(fn=cmd_track)
 
     s = sub.add_parser("steptime", help="mean training step time of methods over D at a fixed depth")

@@ -23,6 +23,9 @@ from scipy import stats
 
 #: smallest D of the asymptotic (large-D) fit used by ``track`` summaries (see the module docstring)
 ASYMPTOTIC_MIN_DIM = 1024
+#: fewest distinct x of a fit that the report and ``track`` show as a result (3 points leave the t-interval one
+#: degree of freedom: intervals several units of exponent wide); smaller fits are marked insufficient
+MIN_FIT_POINTS = 5
 
 COLUMNS = ["slope", "ci_low", "ci_high", "n"]
 

@@ -1,26 +1,45 @@
-"""Continuous performance tracking: run the asv suite (``benchmarks/``) for the current commit and publish it.
+"""Continuous performance tracking with asv: record the suite (``benchmarks/``) for a commit, publish it, and
+compare two recorded commits with regressions flagged.
 
-:func:`run_track` runs, from the repository root (where ``asv.conf.json`` lives):
+The usual asv workflow, on this project's ``existing`` environment (the installed working tree; asv cannot
+build environments per commit here, so ``asv continuous`` is not available and commits are recorded one at a
+time, then compared from their saved results):
 
-1. ``asv machine --machine NAME --yes --os .. --arch .. --cpu .. --num_cpu .. --ram ..`` with the host's
-   description given explicitly (no interactive questions; the same machine name always gets the same
-   description on the same host);
-2. ``asv run --python=same --set-commit-hash <git rev-parse HEAD> --machine NAME [--quick] [--bench REGEX]``:
-   ``environment_type`` is ``existing``, so the benchmarks run in this interpreter against the installed
-   (editable) working tree; uncommitted changes are measured under HEAD's hash (the summary says so);
-3. ``asv publish`` (HTML into ``results/asv-html``).
+1. ``ebflow-bench track`` (:func:`run_track`) records HEAD, from the repository root (``asv.conf.json``):
 
-It returns a text summary: where results and HTML went, the fitted step-time exponents of the new results
-(:func:`ebflow_bench.scaling.fit_exponents`: D at D >= 1024, L at D = 512) and the quality tracks. asv runs
-with the real stdout/stderr, so its progress is visible. asv is called as ``python -m asv`` with this
-interpreter, so "asv missing" means "not importable here".
+   a. the machine is described by asv itself: ``asv.machine.Machine.get_defaults()`` (asv's detected os, arch,
+      cpu, num_cpu, ram: what ``asv machine --yes`` asks about) is stored under the fixed machine name
+      (default ``ebflow-bench-ref``) in asv's machine file. ``asv machine --machine NAME --yes`` alone would
+      store only the fields that differ from asv's detection (asv 0.6.6), which left ``machine.json`` with
+      the RAM only;
+   b. ``asv run --python=same --set-commit-hash <git rev-parse HEAD> --machine NAME [--quick] [--bench REGEX]``:
+      the benchmarks run in this interpreter against the installed (editable) working tree; uncommitted
+      changes are measured under HEAD's hash (the summary says so). ``--quick`` runs each benchmark once (a
+      smoke test whose values are still saved);
+   c. ``asv publish`` (HTML into ``results/asv-html``; ``asv preview`` serves it).
+
+   It returns a text summary: where results and HTML went, the fitted step-time exponents of the new results
+   (``asv_results.step_exponents``: D at D >= 1024, L at D = 512; fits over fewer than 5 distinct values are
+   reported as insufficient) and the quality tracks.
+
+2. ``ebflow-bench track --compare BASE HEAD [--factor 1.1]`` (:func:`compare`) compares two commits already
+   recorded on the machine (any git names: ``main``, ``HEAD~3``, hashes) with asv's own comparison
+   (``asv.commands.compare.Compare.print_table``, the table ``asv compare BASE HEAD`` prints, with its
+   ``+``/``-`` marks), and exits non-zero when a benchmark got worse by more than ``factor`` (and
+   significantly, by asv's statistics), as ``asv continuous`` does. Every ``track_*`` benchmark of the suite is
+   lower-is-better, so asv's "worse" is a regression for every benchmark. To compare a change against main::
+
+       git checkout main && ebflow-bench track && git checkout my-branch && ebflow-bench track
+       ebflow-bench track --compare main my-branch
+
+asv is called as ``python -m asv`` with this interpreter (or imported), so "asv missing" means "not importable
+here".
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -55,23 +74,16 @@ def _git_head(root: Path) -> tuple[str, bool]:
     return head.stdout.strip(), bool(dirty)
 
 
-def machine_info() -> dict[str, str]:
-    """This host's description for ``asv machine`` (os, arch, cpu, num_cpu, ram)."""
-    cpu = platform.processor() or "unknown"
-    ram = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{round(int(line.split()[1]) / 2**20)}GB"
-                break
-    except OSError:
-        pass
-    return {"os": f"{platform.system()} {platform.release()}", "arch": platform.machine() or "unknown",
-            "cpu": cpu, "num_cpu": str(os.cpu_count() or 1), "ram": ram}
+def describe_machine(machine: str, *, path: str | Path | None = None) -> dict[str, str]:
+    """Store asv's own description of this host (``asv.machine.Machine.get_defaults()``: os, arch, cpu,
+    num_cpu, ram) under the name ``machine`` in asv's machine file (``~/.asv-machine.json``, or ``path``), which
+    ``asv run --machine NAME`` copies into ``results/asv/NAME/machine.json``. Returns the description."""
+    from asv.machine import Machine, MachineCollection
+
+    info = {k: str(v) for k, v in Machine.get_defaults().items()}
+    info["machine"] = machine
+    MachineCollection.save(machine, info, _path=None if path is None else str(path))
+    return info
 
 
 def _asv(args: list[str], root: Path, *, check: bool = True) -> int:
@@ -105,7 +117,68 @@ def _tracks(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def run_track(machine: str = "ebflow-bench-ref", quick: bool = False, bench: str | None = None, *,
+DEFAULT_MACHINE = "ebflow-bench-ref"
+#: ``--factor`` default of ``track --compare`` (asv's own default for ``asv compare``/``continuous``)
+DEFAULT_FACTOR = 1.1
+
+
+def _check_machine_name(machine: str) -> None:
+    if not machine or any(c in machine for c in "/\\ "):
+        raise ValueError(f"machine name must be non-empty without spaces or slashes, got {machine!r}")
+
+
+def _check_setup(root: Path) -> None:
+    if importlib.util.find_spec("asv") is None:
+        raise FileNotFoundError("asv is not installed in this interpreter (pip install 'asv==0.6.6')")
+    if not (root / CONFIG).is_file():
+        raise FileNotFoundError(f"no {CONFIG} in {root}: run `ebflow-bench track` from the ebflow-bench checkout")
+
+
+def compare(base: str, head: str, *, machine: str = DEFAULT_MACHINE, factor: float = DEFAULT_FACTOR,
+            split: bool = False, only_changed: bool = False, root: str | Path | None = None) -> tuple[bool, bool]:
+    """Compare the saved asv results of commits ``base`` and ``head`` (git names or hashes) on ``machine``
+    with asv's own comparison table (printed to stdout, as ``asv compare``); return ``(worsened, improved)``:
+    whether some benchmark got worse (or better) by more than ``factor``, asv's significance test permitting.
+
+    Raises ``FileNotFoundError`` (no asv, no config, not a git tree), ``ValueError`` (bad factor or machine
+    name) and :class:`TrackError` when a name is not a commit or a commit has no saved results on ``machine``.
+    """
+    root = Path(root) if root is not None else ROOT
+    _check_machine_name(machine)
+    if not factor > 1:
+        raise ValueError(f"--factor must be > 1 (e.g. 1.1 flags a 10% change), got {factor}")
+    _check_setup(root)
+    _git_head(root)
+    from asv import util
+    from asv.commands.compare import Compare
+    from asv.config import Config
+    from asv.repo import NoSuchNameError, get_repo
+
+    cwd = os.getcwd()
+    os.chdir(root)  # asv resolves the config's relative paths against the working directory
+    try:
+        conf = Config.load(CONFIG)
+        repo = get_repo(conf)
+        hashes = []
+        for name in (base, head):
+            try:
+                hashes.append(repo.get_hash_from_name(name))
+            except NoSuchNameError:
+                raise TrackError(f"{name!r} is not a commit of {root}") from None
+        try:
+            worsened, improved = Compare.print_table(
+                conf, hashes[0], hashes[1], factor=factor, split=split, machine=machine,
+                only_changed=only_changed, sort="default", use_stats=True,
+                commit_names={hashes[0]: base, hashes[1]: head})
+        except util.UserError as e:
+            raise TrackError(f"asv compare {base} {head} on machine {machine!r}: {e} (record both commits with "
+                             f"`ebflow-bench track --machine {machine}` first)") from e
+    finally:
+        os.chdir(cwd)
+    return bool(worsened), bool(improved)
+
+
+def run_track(machine: str = DEFAULT_MACHINE, quick: bool = False, bench: str | None = None, *,
               root: str | Path | None = None) -> str:
     """Run the asv suite for HEAD on ``machine`` and publish; return a summary (see the module docstring).
 
@@ -114,16 +187,13 @@ def run_track(machine: str = "ebflow-bench-ref", quick: bool = False, bench: str
     or ``asv run`` produced no results for this commit.
     """
     root = Path(root) if root is not None else ROOT
-    if not machine or any(c in machine for c in "/\\ "):
-        raise ValueError(f"machine name must be non-empty without spaces or slashes, got {machine!r}")
-    if importlib.util.find_spec("asv") is None:
-        raise FileNotFoundError("asv is not installed in this interpreter (pip install 'asv==0.6.6')")
-    if not (root / CONFIG).is_file():
-        raise FileNotFoundError(f"no {CONFIG} in {root}: run `ebflow-bench track` from the ebflow-bench checkout")
+    _check_machine_name(machine)
+    _check_setup(root)
     head, dirty = _git_head(root)
 
-    info = machine_info()
-    _asv(["machine", "--machine", machine, "--yes", *[a for k, v in info.items() for a in (f"--{k}", v)]], root)
+    info = describe_machine(machine)
+    print(f"+ asv machine {machine}: " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "machine"),
+          file=sys.stderr, flush=True)
     run_args = ["run", "--python=same", "--set-commit-hash", head, "--machine", machine, "--show-stderr"]
     if quick:
         run_args.append("--quick")

@@ -1,12 +1,14 @@
-"""The asv suite (benchmarks/), its results loader and the track command's guards.
+"""The asv suite (benchmarks/), its results loader (asv's own API), ``track --compare`` and the track guards.
 
-The results fixture is a trimmed copy of a real asv 0.6.6 results file (``asv run --python=same --quick``
-of this suite on the reference container, machine ``scratch``): same keys, ``result_columns`` order, repr'd
-parameters, +-Infinity intervals of single samples, trailing ``None`` columns dropped, one failed value.
+Two kinds of results fixtures: a trimmed copy of a real asv 0.6.6 results file (``asv run --python=same --quick``
+of this suite on the reference container, machine ``scratch``: same keys, ``result_columns`` order, repr'd
+parameters, +-Infinity intervals of single samples, trailing ``None`` columns dropped, one failed value), and
+synthetic histories written with asv's own ``Results.add_result``/``Results.save`` (:func:`write_asv`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import shutil
@@ -22,9 +24,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_quality, bench_step, common  # noqa: E402
-from ebflow_bench.asv_results import AsvResultsError, load_asv_results  # noqa: E402
-from ebflow_bench.scaling import fit_exponents  # noqa: E402
-from ebflow_bench.track import _fits, run_track  # noqa: E402
+from ebflow_bench.asv_results import AsvResultsError, history_table, load_asv_results, step_exponents  # noqa: E402
+from ebflow_bench.scaling import MIN_FIT_POINTS, fit_exponents  # noqa: E402
+from ebflow_bench.track import TrackError, _fits, compare, describe_machine, run_track  # noqa: E402
 
 COMMIT = "4697c188893f9ed86921ec25343bfe8b340274ed"
 RESULTS = """{"commit_hash": "4697c188893f9ed86921ec25343bfe8b340274ed", "env_name": "existing-py_root_.pyenv_versions_3.11.7_bin_python3.11", "date": 1795552619000, "params": {"machine": "scratch", "python": "/root/.pyenv/versions/3.11.7/bin/python3.11"}, "python": "/root/.pyenv/versions/3.11.7/bin/python3.11", "requirements": {}, "env_vars": {}, "result_columns": ["result", "params", "version", "started_at", "duration", "stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number", "stats_repeat", "samples", "profile"], "results": {"bench_step.TimeStepD.time_step": [[0.1299710999992385, 0.7246854200002417, 5.015447652000148, 0.035852675000569434, 0.13891220000004978, 0.7311481199994887], [["'ebflow-ml'", "'ebflow-dsm'"], ["1024", "2048", "4096"], ["2"]], "bb4fbf30c44948f028150cce68019e81146dd51156fbe0f76f71e3d312c610e6", 1795553208831, 123.72, [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity], [Infinity, Infinity, Infinity, Infinity, Infinity, Infinity], [0.12997, 0.72469, 5.0154, 0.035853, 0.13891, 0.73115], [0.12997, 0.72469, 5.0154, 0.035853, 0.13891, 0.73115], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], "bench_step.PeakMemStep.peakmem_step": [[282132480, 610037760, 282157056, 611520512], [["'ebflow-ml'", "'ebflow-dsm'"], ["256", "2048"], ["2"]], "313409d89dcf446634e1944cb9398e461d7072814641019ecbf90c3a37b32d86", 1795553433755, 12.027], "bench_quality.TrackQuality.track_test_nll": [[4.720712018489838, 2.8929650433063507, 86.68960814857483, null], [["'ebflow-ml'", "'energy-flow'"], ["'checkerboard'", "'eight_gaussians'"]], "b60119641a26b75b7ff083897af292ab3a2067f0f5fe10db5913b98da82aa432", 1795553433502, 0.25197]}, "durations": {"<build>": 4.267692565917969e-05, "<setup_cache bench_quality:21>": 18.107235}, "version": 2}"""
@@ -98,15 +100,158 @@ def test_load_asv_results(results_dir: Path):
 
 
 def test_load_asv_results_errors(tmp_path: Path):
+    from asv import util
+
     with pytest.raises(FileNotFoundError, match="not found"):
         load_asv_results(tmp_path / "missing")
     (tmp_path / "empty" / "m").mkdir(parents=True)
-    (tmp_path / "empty" / "m" / "machine.json").write_text("{}")
+    util.write_json(str(tmp_path / "empty" / "m" / "machine.json"), {"machine": "m"}, api_version=1)
     with pytest.raises(AsvResultsError, match="no asv results"):
         load_asv_results(tmp_path / "empty")
     (tmp_path / "empty" / "m" / "abc-env.json").write_text('{"version": 1}')
-    with pytest.raises(AsvResultsError, match="api_version 1"):
+    with pytest.raises(AsvResultsError, match="asv cannot load results file .*abc-env.json"):
         load_asv_results(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------- synthetic histories
+
+QUALITY = "bench_quality.TrackQuality.track_test_nll"
+STEP_D = "bench_step.TimeStepD.time_step"
+BENCH_META = {
+    QUALITY: {"param_names": ["method", "task"], "type": "track", "unit": "nats"},
+    STEP_D: {"param_names": ["method", "dim", "layers"], "type": "time", "unit": "seconds"},
+}
+
+
+def write_asv(root: Path, machine: str, commits: list[tuple[str, dict[str, tuple[list, list]]]]) -> Path:
+    """An asv results directory written with asv's own API: ``benchmarks.json``, ``<machine>/machine.json`` and,
+    per (commit hash, {benchmark: (params as Python values, flat results)}), one ``Results`` file. Commit dates
+    follow the list order."""
+    from asv import util
+    from asv.results import Results
+    from asv.runner import BenchmarkResult
+
+    root.mkdir(parents=True, exist_ok=True)
+    benches = {}
+    for _, values in commits:
+        for name, (params, _) in values.items():
+            benches[name] = {**BENCH_META[name], "name": name, "version": "1",
+                             "params": [[repr(v) for v in p] for p in params]}
+    util.write_json(str(root / "benchmarks.json"), benches, api_version=2)
+    (root / machine).mkdir(exist_ok=True)
+    util.write_json(str(root / machine / "machine.json"), {"machine": machine, "cpu": "test cpu"}, api_version=1)
+    for i, (commit, values) in enumerate(commits):
+        res = Results({"machine": machine, "python": "3.11"}, {}, commit, 1_795_000_000_000 + 1000 * i, "3.11",
+                      "existing-py", {})
+        for name, (_, result) in values.items():
+            n = len(result)
+            res.add_result(benches[name], BenchmarkResult(result=result, samples=[None] * n, number=[None] * n,
+                                                          errcode=0, stderr="", profile=None),
+                           started_at=datetime.datetime.now(datetime.timezone.utc), duration=1.0)
+        res.save(str(root))
+    return root
+
+
+def test_asv_table_keeps_tasks_apart(tmp_path: Path):
+    """energy-flow's test NLL on two tasks (86.69 and 2.17) are two rows, never their mean 44.43."""
+    a, b = "a" * 40, "b" * 40
+    params = (["energy-flow", "ebflow-ml"], ["checkerboard", "eight_gaussians"])
+    root = write_asv(tmp_path / "asv", "ref", [(a, {QUALITY: (params, [86.69, 2.17, 4.72, 2.89])}),
+                                                (b, {QUALITY: (params, [80.0, 2.0, None, 2.5])})])
+    df = load_asv_results(root)
+    assert {"machine", "commit", "date", "benchmark", "method", "task", "value", "unit"} <= set(df.columns)
+    assert len(df) == 8 and set(df["task"]) == {"checkerboard", "eight_gaussians"} and set(df["unit"]) == {"nats"}
+    v = df[df["commit"] == a].set_index(["method", "task"])["value"]
+    assert v[("energy-flow", "checkerboard")] == 86.69 and v[("energy-flow", "eight_gaussians")] == 2.17
+    assert math.isnan(df[(df["commit"] == b) & (df["method"] == "ebflow-ml") & (df["task"] == "checkerboard")]
+                      ["value"].iloc[0])  # a failed combination is kept as NaN
+    hist = history_table(df)
+    assert list(hist.columns) == ["benchmark", "method", "task", "unit", a, b]  # commits oldest first
+    ef = hist[hist["method"] == "energy-flow"].set_index("task")
+    assert len(ef) == 2 and ef.loc["checkerboard", a] == 86.69 and ef.loc["eight_gaussians", a] == 2.17
+    assert not (hist[[a, b]] == pytest.approx(44.43)).any().any()
+    assert list(history_table(df, last=1).columns)[-1] == b and a not in history_table(df, last=1).columns
+
+
+def _step_params(dims):
+    return (["ebflow-ml", "ebflow-dsm"], list(dims), [2])
+
+
+def test_step_exponents_need_five_points(tmp_path: Path):
+    """A D-sweep of 7 values: the whole-range fit is a result; D >= 1024 holds 3 values: insufficient."""
+    dims = [64, 128, 256, 512, 1024, 2048, 4096]
+    law = {"ebflow-ml": (1e-9, 3.0), "ebflow-dsm": (4e-8, 2.0)}
+    values = [law[m][0] * d ** law[m][1] for m in law for d in dims]
+    root = write_asv(tmp_path / "asv", "ref", [("c" * 40, {STEP_D: (_step_params(dims), values)})])
+    fits = step_exponents(load_asv_results(root)).set_index(["range", "method"])
+    for m, (_, a) in law.items():
+        r = fits.loc[("all", m)]
+        assert r["error"] == "" and r["slope"] == pytest.approx(a) and r["n"] == 7 and r["fixed"] == 2
+        short = fits.loc[("D >= 1024", m)]
+        assert short["error"].startswith("insufficient: 3 distinct D values") and math.isnan(short["slope"])
+        assert math.isnan(short["ci_low"]) and short["n"] == 3
+    assert MIN_FIT_POINTS == 5
+
+
+def _git_repo(path: Path, n_commits: int) -> list[str]:
+    path.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=path, check=True)
+    for i in range(n_commits):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", f"c{i}"], cwd=path, check=True)
+    out = subprocess.run(["git", "rev-list", "--reverse", "HEAD"], cwd=path, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_track_compare_flags_regressions_like_asv_continuous(tmp_path: Path, capsys):
+    if shutil.which("git") is None:
+        pytest.skip("git not available")
+    from ebflow_bench.cli import main
+
+    base, head = _git_repo(tmp_path / "proj", 2)
+    shutil.copy(ROOT / "asv.conf.json", tmp_path / "proj" / "asv.conf.json")
+    params = (["energy-flow"], ["checkerboard", "eight_gaussians"])
+    write_asv(tmp_path / "proj" / "results" / "asv", "ref",
+              [(base, {QUALITY: (params, [2.0, 3.0])}), (head, {QUALITY: (params, [3.0, 3.05])})])
+    # +50% on checkerboard (worse: asv's tracks are lower-is-better), +1.7% on eight_gaussians
+    assert compare("HEAD~1", "HEAD", machine="ref", root=tmp_path / "proj") == (True, False)
+    table = capsys.readouterr().out
+    line = next(l for l in table.splitlines() if "checkerboard" in l)
+    assert line.lstrip("| ").startswith("+") and "1.5" in line
+    assert "eight_gaussians" in table
+    assert compare(base, head, machine="ref", factor=2.0, root=tmp_path / "proj") == (False, False)
+    assert compare(head, base, machine="ref", root=tmp_path / "proj") == (False, True)
+    with pytest.raises(TrackError, match="not a commit"):
+        compare("no-such-branch", "HEAD", machine="ref", root=tmp_path / "proj")
+    with pytest.raises(TrackError, match="no-machine"):
+        compare(base, head, machine="no-machine", root=tmp_path / "proj")
+    with pytest.raises(ValueError, match="factor must be > 1"):
+        compare(base, head, machine="ref", factor=0.9, root=tmp_path / "proj")
+    # the CLI exits 1 on a regression, 0 without, 2 on bad input
+    import ebflow_bench.track as track
+
+    old = track.ROOT
+    track.ROOT = tmp_path / "proj"
+    try:
+        assert main(["track", "--machine", "ref", "--compare", base, head]) == 1
+        assert "REGRESSION" in capsys.readouterr().out
+        assert main(["track", "--machine", "ref", "--compare", base, head, "--factor", "2"]) == 0
+        assert "no regression" in capsys.readouterr().out
+        assert main(["track", "--machine", "ref", "--compare", base, "nope"]) == 2
+        assert "not a commit" in capsys.readouterr().err
+    finally:
+        track.ROOT = old
+
+
+def test_describe_machine_stores_asvs_full_description(tmp_path: Path):
+    from asv.machine import Machine, MachineCollection
+
+    info = describe_machine("fixed-name", path=tmp_path / "asv-machine.json")
+    stored = MachineCollection.load("fixed-name", _path=str(tmp_path / "asv-machine.json"))
+    assert stored == info and info["machine"] == "fixed-name"
+    detected = Machine.get_defaults()
+    for key in ("os", "arch", "cpu", "num_cpu", "ram"):
+        assert info[key] == str(detected[key]) and info[key]
 
 
 # ------------------------------------------------------------------------------------------- benchmarks
@@ -170,32 +315,36 @@ def test_run_track_refuses_outside_git(tmp_path: Path):
         run_track(machine="a b", root=tmp_path)
 
 
-def test_step_exponents_and_report_section(results_dir: Path, tmp_path: Path):
+def test_step_exponents_and_report_section(tmp_path: Path):
+    """The report's asv section from results written with asv's API: figure, exponents (whole sweep fitted,
+    asymptotic range marked not fitted), speed-up against ebflow-ml, per-task history rows."""
     import numpy as np
 
-    from ebflow_bench.asv_results import step_exponents
+    from ebflow_bench.matrix import load_matrix
     from ebflow_bench.report import build_report
+    from ebflow_bench.report.tables import fmt
+    from ebflow_bench.runner import run_matrix
 
-    df = load_asv_results(results_dir)
+    dims = [64, 128, 256, 512, 1024, 4096]
+    noise = [1.0 + 0.1 * (i % 2) for i in range(len(dims))]  # measurements scatter about the power laws
+    values = [1e-9 * d**3 * e for d, e in zip(dims, noise)] + [4e-8 * d**2 * e for d, e in zip(dims, noise)]
+    params = (["energy-flow"], ["checkerboard", "eight_gaussians"])
+    root = write_asv(tmp_path / "asv", "ref", [("d" * 40, {STEP_D: (_step_params(dims), values),
+                                                            QUALITY: (params, [86.69, 2.17])})])
+    df = load_asv_results(root)
     fits = step_exponents(df)
-    assert set(fits["range"]) == {"all", "D >= 1024"} and set(fits["sweep"]) == {"TimeStepD"}
     steps = df[df["metric"] == "step_time"]
     for method, g in steps.groupby("method"):
         slope = np.polyfit(np.log(g["dim"].astype(float)), np.log(g["value"]), 1)[0]
         r = fits[(fits["method"] == method) & (fits["range"] == "all")].iloc[0]
-        assert r["slope"] == pytest.approx(slope) and r["n"] == 3 and r["ci_low"] < slope < r["ci_high"]
-        assert r["fixed"] == 2 and r["error"] == ""
+        assert r["slope"] == pytest.approx(slope) and r["n"] == 6 and r["ci_low"] < slope < r["ci_high"]
     assert step_exponents(df, commit="0" * 40).empty  # another commit: nothing to fit
-    # the report shows the asv scaling section: figure, exponents, speedup against ebflow-ml
-    from ebflow_bench.matrix import load_matrix
-    from ebflow_bench.report.tables import fmt
-    from ebflow_bench.runner import run_matrix
-
     run_matrix(load_matrix("smoke"), tmp_path / "smoke", progress=False)
-    md = build_report([tmp_path / "smoke"], tmp_path / "rep", asv_results=results_dir).read_text()
+    md = build_report([tmp_path / "smoke"], tmp_path / "rep", asv_results=root).read_text()
     sec = md[md.index("## asv: step-time scaling"):]
     assert "figures/asv_scaling_D.png" in sec and (tmp_path / "rep" / "figures" / "asv_scaling_D.png").is_file()
     ml = fits[(fits["method"] == "ebflow-ml") & (fits["range"] == "all")].iloc[0]
     assert f"| ebflow-ml | {fmt(ml['slope'], 3)} | all |" in sec
-    speed = 5.015447652000148 / 0.7311481199994887
+    assert "| ebflow-ml | not fitted | D >= 1024 |" in sec
+    speed = values[len(dims) - 1] / values[-1]
     assert f"{speed:.3g}x" in sec

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import declared
+from ..scaling import MIN_FIT_POINTS
 
 KEYS = ["task", "dim", "layers", "budget", "method"]
 _SHOWN = [m for m in declared() if m.group in ("quality", "diagnostic")]
@@ -46,8 +47,6 @@ HIGHER_IS_BETTER = frozenset(m.name for m in _SHOWN if m.direction == "higher")
 #: column titles: "label (unit)" from the registry
 METRIC_LABELS = {m.name: f"{m.label} ({m.unit})" for m in _SHOWN}
 BASELINE = "ebflow-ml"
-#: fewest distinct x values of a scaling fit shown as a result
-MIN_FIT_POINTS = 5
 #: cell statuses that keep a cell out of speed-ups (``degenerate``: finished with a diverged or collapsed model)
 BAD_CELL_STATUSES = ("failed", "degenerate")
 
