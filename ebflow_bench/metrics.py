@@ -454,7 +454,7 @@ def _need_density(density: Density | None) -> Density:
 
 @register_metric("test_nll", unit="nats", needs=("nll",), label="test negative log-likelihood")
 def test_nll(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+             density: Density | None = None) -> float:
     """Mean per-sample test NLL in nats (data space)."""
     return float(_nll(nll).mean())
 
@@ -462,14 +462,14 @@ def test_nll(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
 @register_metric("test_bpd", unit="bits/dim", applies=lambda task: task.discrete_scale is not None, needs=("nll",),
                  label="test bits per dimension")
 def test_bpd(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+             density: Density | None = None) -> float:
     """Mean test NLL in bits/dim of the integer data: (nll + D log s) / (D log 2), see ``tasks.bits_per_dim``."""
     return float(bits_per_dim(float(_nll(nll).mean()), task))
 
 
 @register_metric("sliced_wasserstein", unit="data units", label="sliced 2-Wasserstein distance to the test set")
 def sliced_wasserstein(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+                       density: Density | None = None) -> float:
     """Sliced 2-Wasserstein distance to the test set (POT, N_PROJECTIONS random directions seeded by ``seed``):
     (E_theta W_2^2(theta^T X, theta^T Y))^(1/2)."""
     import ot
@@ -490,14 +490,14 @@ def mmd(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
 
 @register_metric("energy_distance", unit="data units", label="energy distance to the test set")
 def energy_distance_metric(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+                           density: Density | None = None) -> float:
     """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| between model samples and the test set."""
     return energy_distance(*_pair(task, samples, seed))
 
 
 @register_metric("grid_kl", unit="nats", applies=_is_grid_task, label="grid KL(true || samples)")
 def grid_kl(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+            density: Density | None = None) -> float:
     """KL(p_true || q_model) on the GRID x GRID cells of ``task.bounds``.
 
     p: true cell probabilities (grid-normalised). q: the model's smoothed histogram
@@ -514,7 +514,7 @@ def grid_kl(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
 
 @register_metric("grid_tv", unit="probability", applies=_is_grid_task, label="grid total variation")
 def grid_tv(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+            density: Density | None = None) -> float:
     """Total variation 1/2 sum_k |p_k - c_k / n| on the grid cells, plus 1/2 the fraction of samples outside the
     bounds (where p is taken as 0); raw frequencies, no smoothing."""
     p, edges = grid_probabilities(task)
@@ -526,7 +526,7 @@ def grid_tv(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
 @register_metric("log_density_error", unit="nats^2", applies=lambda task: task.log_prob is not None, needs=("nll",),
                  label="median squared log-density error")
 def log_density_error(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
-        density: Density | None = None) -> float:
+                      density: Density | None = None) -> float:
     """median_i (log q(x_i) - log p_true(x_i))^2 over the test points x_i, with log q = -nll: the squared
     log-density error of Grenioux et al. (2023, Table 1), there taken over the EBM's normalised density. For
     EBMs whose NLL rests on an estimated log Z, an error in that estimate shifts every term alike."""

@@ -39,7 +39,11 @@ def test_list_shows_methods_tasks_metrics_presets(capsys):
     assert any("test-gauss" in ln and "D=any" in ln for ln in sections)
     assert any("test-fixed2" in ln and "D=2" in ln for ln in sections)
     assert any(ln.strip().startswith("smoke ") for ln in sections)
-    assert "  step_time" in sections and "  test_nll" in sections
+    # every metric with its registered label, unit and direction
+    line = {ln.split()[0]: ln for ln in sections[sections.index("metrics:") + 1:sections.index("presets:")]}
+    assert "mean training-step wall time [s], lower is better" in line["step_time"]
+    assert "computed by runner" in line["step_time"] and "computed by metrics" in line["test_nll"]
+    assert "best at 0" in line["mmd"] and "higher is better" in line["log_z_ess"]
 
 
 @pytest.mark.parametrize("argv, message", [

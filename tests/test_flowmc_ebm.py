@@ -279,6 +279,7 @@ def test_adapter_contract(cls, name, objective):
     assert nll1.shape == (100,) and torch.isfinite(nll1).all()
     assert a.log_z_stderr > 0
     assert 1 <= a.log_z_ess <= 2000  # Kish ESS of the n_is = 2000 importance weights
+    assert a.log_z_estimate.n == 2000 and a.log_z_estimate.ess == a.log_z_ess
     assert torch.equal(a.nll(task.test), nll1)  # log Z cached within a parameter version
     # log_density is the tilted EBM's own -E + log rho: -NLL up to the constant log Z_hat
     log_z, _ = a.log_z()

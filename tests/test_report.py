@@ -257,7 +257,8 @@ def test_scaling_fits_with_fewer_than_five_points_are_insufficient():
             for d in dims]
     fits = T.scaling_fits(T.scaling_panels(pd.DataFrame(rows), "dim"), "dim").set_index("method")
     assert fits.loc["ml", "status"] == "ok" and fits.loc["ml", "slope"] == pytest.approx(3.0)
-    assert fits.loc["ml", "n_x"] == 5 and fits.loc["ml", "ci_low"] == pytest.approx(3.0) == fits.loc["ml", "ci_high"]  # exact
+    assert fits.loc["ml", "n_x"] == 5  # an exact power law: a zero-width interval
+    assert fits.loc["ml", "ci_low"] == pytest.approx(3.0) == fits.loc["ml", "ci_high"]
     assert fits.loc["dsm", "status"] == "insufficient" and "3 distinct dim values < 5" in fits.loc["dsm", "reason"]
     assert math.isnan(fits.loc["dsm", "slope"]) and math.isnan(fits.loc["dsm", "ci_low"])
 

@@ -9,7 +9,7 @@ motivating example's 10 MCMC steps; ULA-EBM takes the same 10 steps), Langevin s
 NLL: ``E(x) - log rho(x) + log Z_hat``, with ``log Z_hat`` an importance-sampling estimate (``n_is`` draws) with
 the flow as proposal (ULA-EBM: ``rho`` as proposal, it has no flow), cached until the next training step. Its
 delta-method standard error is exposed as ``log_z_stderr``, the Kish effective sample size of its weights as
-``log_z_ess`` (of ``n_is`` draws; see ``metrics.nll_reliability``).
+``log_z_ess`` (of ``n_is`` draws; see ``metrics.nll_reliability``), the whole estimate as ``log_z_estimate``.
 
 ``log_density(x) = -E(x) + log rho(x)``: the tilted EBM's own unnormalised density, exactly as the model defines
 it (no log Z), which the metrics integrate for the EBM's mode weights.
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from baselines.flowmc_ebm import (EnergyNet, FlowMCEBM, GaussianBase, RealNVP, TiltedEBM, ULAEBM,
+from baselines.flowmc_ebm import (EnergyNet, FlowMCEBM, GaussianBase, LogZEstimate, RealNVP, TiltedEBM, ULAEBM,
                                   estimate_log_z)
 
 from ..tasks import Task
@@ -51,6 +51,8 @@ class _TiltedEBMAdapter(Adapter):
         self._log_z: tuple[int, float, float] | None = None
         self.log_z_stderr = float("nan")
         self.log_z_ess = float("nan")
+        #: the latest LogZEstimate (log_z, stderr, ess, ess_fraction, n), None before the first ``nll``
+        self.log_z_estimate: LogZEstimate | None = None
         self.last_info: dict[str, float] = {}
         return TiltedEBM(energy, base).to(self.device)
 
@@ -69,7 +71,7 @@ class _TiltedEBMAdapter(Adapter):
             est = estimate_log_z(self.trainer.ebm.log_unnorm, self._proposal(), int(self.hparams["n_is"]),
                                  self._is_generator)
             self._log_z = (self._version, est.log_z, est.stderr)
-            self.log_z_stderr, self.log_z_ess = est.stderr, est.ess
+            self.log_z_stderr, self.log_z_ess, self.log_z_estimate = est.stderr, est.ess, est
         return self._log_z[1], self._log_z[2]
 
     @torch.no_grad()
