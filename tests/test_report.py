@@ -303,3 +303,12 @@ def test_bad_input(tmp_path):
         build_report([tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(ValueError, match="no run directories"):
         build_report([], tmp_path / "out")
+
+
+def test_unreliable_values_are_not_results(run_dir):
+    df = pd.read_parquet(run_dir / "results.parquet")
+    hit = df["task"].eq("checkerboard") & df["method"].eq("ebflow-ml") & df["metric"].eq("test_nll")
+    why = "log Z importance sampling ESS 12.0 of 4096 draws"
+    df = df.assign(status=df["status"].where(~hit, "unreliable"), reason=df["reason"].where(~hit, why))
+    st = quality_stats(df).set_index(["task", "method", "metric"]).loc[("checkerboard", "ebflow-ml", "test_nll")]
+    assert st["status"] == "n/a" and st["reason"] == f"unreliable: {why}" and math.isnan(st["mean"])

@@ -7,7 +7,8 @@ Choices made here:
   (task, dim, layers, budget, method), i.e. over seeds; one ok cell gives the value alone. When some seeds
   failed and others did not, the entry is the statistic of the ok seeds followed by "(k/n failed)".
 - A metric with no ok value and no failed cell is ``n/a`` (unavailable for that method, e.g. the NLL of an EBM
-  without log Z). Columns are the metrics that occur for the task at all.
+  without log Z, or ``unreliable``, e.g. an NLL resting on a log Z whose importance weights have too small an
+  ESS; the reason says which). Columns are the metrics that occur for the task at all.
 - Metric names, labels, units and directions come from the registry (``ebflow_bench.metrics.declared``):
   the quality columns are its ``quality`` and ``diagnostic`` metrics in declaration order, labelled
   "label (unit)". "Best" follows each metric's ``direction``: lowest mean for ``lower``, highest for
@@ -88,8 +89,10 @@ def quality_stats(df: pd.DataFrame) -> pd.DataFrame:
     q = q.merge(cells[["run_id", "cell_id", "failed"]], on=["run_id", "cell_id"], how="left")
     ok = q[q["status"].eq("ok") & q["value"].notna() & ~q["failed"]]
     stats = ok.groupby([*KEYS, "metric"])["value"].agg(["mean", "std", "count"])
-    na_reasons = (q[q["status"].eq("unavailable")].groupby([*KEYS, "metric"])["reason"]
-                  .agg(lambda s: "; ".join(sorted(set(s) - {""}))))
+    # ``unreliable`` rows (e.g. an NLL on a log Z with too small an ESS) are not results either: n/a, with why
+    na = q[q["status"].isin(["unavailable", "unreliable"])]
+    na_reasons = (na.assign(reason=na["reason"].where(na["status"].ne("unreliable"), "unreliable: " + na["reason"]))
+                  .groupby([*KEYS, "metric"])["reason"].agg(lambda s: "; ".join(sorted(set(s) - {""}))))
     metric_failed = (q[q["status"].eq("failed") & ~q["failed"]].groupby([*KEYS, "metric"])["reason"]
                      .agg(lambda s: "; ".join(sorted(set(s) - {""}))))
     metrics_of_task = q.groupby("task")["metric"].agg(lambda s: [m for m in QUALITY_METRICS if m in set(s)])
