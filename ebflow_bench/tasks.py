@@ -512,6 +512,53 @@ def patches(seed: int = 0, n_train: int = 18000, n_test: int = 2000) -> Task:
                        "scikit-image bundled images")
 
 
+def _region_patches(side: int, stride: int, test_rows: float) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping ``side`` x ``side`` patches (step ``stride``) of the bundled grey images, as integer rows.
+
+    Each image's top ``1 - test_rows`` of rows gives the training patches and the bottom ``test_rows`` the test
+    patches; a patch lies wholly inside one region, so train and test never share a pixel."""
+    import skimage.data
+
+    train, test = [], []
+    for name in PATCH_IMAGES:
+        im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
+        cut = int(round(im.shape[0] * (1 - test_rows)))
+        for part, out in ((im[:cut], train), (im[cut:], test)):
+            h, w = part.shape
+            for i in range(0, h - side + 1, stride):
+                for j in range(0, w - side + 1, stride):
+                    out.append(part[i:i + side, j:j + side].reshape(-1))
+    return np.stack(train), np.stack(test)
+
+
+@register_task("patches32", dim=1024)
+def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
+    """32 x 32 patches (D = 1024) of scikit-image's bundled grey images (camera, grass, gravel, brick, moon),
+    x = (k + u) / 256: the suite's large-D natural-image task (EBFlow's claims at D >= 1024, CIFAR-10's role).
+
+    Patches overlap (stride 8) within a region: the top 75% of each image's rows gives the 13,725 training
+    patches, the bottom 25% the 3,965 test patches (train and test never share a pixel); ``n_train``/``n_test``
+    take seeded random subsets of them.
+    """
+    tr, te = _region_patches(32, 8, 0.25)
+    n_train, n_test = _sizes(n_train, n_test)
+    if n_train > len(tr) or n_test > len(te):
+        raise ValueError(f"task 'patches32' has {len(tr)} training and {len(te)} test patches; asked for "
+                         f"n_train={n_train}, n_test={n_test}")
+    g = torch.Generator().manual_seed(int(seed))
+    tr = tr[np.sort(torch.randperm(len(tr), generator=g).numpy()[:n_train])]
+    te = te[np.sort(torch.randperm(len(te), generator=g).numpy()[:n_test])]
+
+    def dequantize(k_int: np.ndarray) -> Tensor:
+        k = torch.from_numpy(k_int.astype(np.float64))
+        return ((k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / 256).float()
+
+    return Task("patches32", 1024, dequantize(tr), dequantize(te), image_shape=(1, 32, 32), discrete_scale=256.0,
+                description="32x32 patches (stride 8) of skimage camera/grass/gravel/brick/moon, x = (k+u)/256; "
+                            "train from the top 75% of each image, test from the bottom 25%",
+                source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test})
+
+
 # --- UCI / BSDS300 (MAF benchmark), read from a user-given folder ------------------------------------------------
 
 #: name -> (D, folder name)

@@ -1,0 +1,188 @@
+"""Each claim's rule on synthetic results tables: one that passes, one that fails, one with the cells missing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ebflow_bench.claims import CLAIM_COLUMNS, CLAIMS, evaluate_claims, get_claim, time_to_reach
+
+_ids = itertools.count()
+
+
+def _row(method, task, metric, value, *, dim=2, layers=2, seed=0, status="ok", cell_status="ok", hparams=None,
+         cell_id=None, step=math.nan, compute_s=math.nan, reason=""):
+    hp = json.dumps(hparams or {}, sort_keys=True)
+    return {"method": method, "task": task, "metric": metric, "value": float(value), "dim": dim, "layers": layers,
+            "train_seed": seed, "status": status, "cell_status": cell_status, "reason": reason, "hparams": hp,
+            "config_key": f"{method}-{task}-{dim}-{layers}-{hp}",
+            "cell_id": cell_id or f"{method}-{task}-{dim}-{layers}-{seed}-{hp}", "step": step,
+            "compute_s": compute_s, "elapsed_s": compute_s}
+
+
+def _table(rows):
+    return pd.DataFrame(rows)
+
+
+def _verdict(key, rows):
+    out = evaluate_claims(_table(rows), claims=(get_claim(key),))
+    assert list(out.columns) == CLAIM_COLUMNS
+    return out.iloc[0]
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+def _cost_rows(ml_exp, sm_exp, dims=(1024, 1536, 2048, 3072, 4096)):
+    rows = []
+    for m, e in (("ebflow-ml", ml_exp), ("ebflow-ssm", sm_exp), ("ebflow-dsm", sm_exp), ("ebflow-fdssm", sm_exp)):
+        for d in dims:
+            for s in (0, 1):  # two repeats with a little noise, so the interval is finite
+                rows.append(_row(m, "gaussian", "step_time", 1e-9 * d ** e * (1 + 0.01 * (s - 0.5)), dim=d, seed=s))
+    return rows
+
+
+def test_cost_claim_passes_fails_and_not_run():
+    assert _verdict("ebflow-cost", _cost_rows(3.0, 2.0)).verdict == "reproduced"
+    bad = _verdict("ebflow-cost", _cost_rows(2.0, 2.0))
+    assert bad.verdict == "not reproduced" and "ML's exponent" in bad.note
+    few = _verdict("ebflow-cost", _cost_rows(3.0, 2.0, dims=(1024, 2048, 4096)))
+    assert few.verdict == "not run" and "needs 5" in few.note
+
+
+def test_every_claim_not_run_on_empty_table():
+    empty = pd.DataFrame(columns=["method", "task", "metric", "value", "dim", "layers", "train_seed", "status",
+                                  "cell_status", "reason", "hparams", "config_key", "cell_id", "step",
+                                  "compute_s", "elapsed_s"])
+    out = evaluate_claims(empty)
+    assert len(out) == len(CLAIMS) >= 7
+    assert set(out["verdict"]) == {"not run"}
+
+
+# --------------------------------------------------------------------------------------------- quality
+
+def _quality_rows(bpd, seeds=(0, 1, 2), noise=0.001):
+    rows = []
+    for m, v in bpd.items():
+        for s in seeds:
+            rows.append(_row(m, "mnist5k", "test_bpd", v + noise * (s - 1), dim=784, seed=s, hparams={"map": True}))
+    return rows
+
+
+def test_quality_claim():
+    paper = {"ebflow-ml": 2.010, "ebflow-sml": 2.010, "ebflow-ssm": 2.011, "ebflow-dsm": 2.023, "ebflow-fdssm": 2.032}
+    assert _verdict("ebflow-quality", _quality_rows(paper)).verdict == "reproduced"
+    far = dict(paper, **{"ebflow-dsm": 2.5})
+    v = _verdict("ebflow-quality", _quality_rows(far))
+    assert v.verdict == "not reproduced" and "spread" in v.our_value
+    wrong_order = dict(paper, **{"ebflow-dsm": 2.040, "ebflow-fdssm": 2.020})
+    assert _verdict("ebflow-quality", _quality_rows(wrong_order)).verdict == "not reproduced"
+    missing = {k: v for k, v in paper.items() if k != "ebflow-sml"}
+    assert _verdict("ebflow-quality", _quality_rows(missing)).verdict == "not run"
+
+
+def test_degenerate_cells_are_evidence_not_missing():
+    paper = {"ebflow-ml": 2.01, "ebflow-sml": 2.01, "ebflow-ssm": 2.01, "ebflow-dsm": 2.02, "ebflow-fdssm": 2.03}
+    rows = _quality_rows(paper)
+    for r in rows:
+        if r["method"] == "ebflow-ssm":
+            r["cell_status"], r["reason"] = "degenerate", "mass escapes"
+    v = _verdict("ebflow-quality", rows)
+    assert v.verdict == "not reproduced" and "mass escapes" in v.note
+    for r in rows:
+        if r["method"] == "ebflow-ssm":
+            r["cell_status"] = "capped"
+    assert _verdict("ebflow-quality", rows).verdict == "not run"
+
+
+# ------------------------------------------------------------------------------------- time to quality
+
+def test_time_to_reach_interpolates():
+    c = pd.DataFrame({"step": [1, 2, 3], "nll": [10.0, 6.0, 4.0], "compute": [1.0, 2.0, 3.0]})
+    assert time_to_reach(c, 8.0) == pytest.approx(1.5)
+    assert time_to_reach(c, 10.0) == pytest.approx(1.0)
+    assert time_to_reach(c, 3.0) == math.inf
+
+
+def _ttq_rows(sm_speed):
+    rows = []
+    for m, speed in (("ebflow-ml", 1.0), ("ebflow-dsm", sm_speed), ("ebflow-fdssm", sm_speed)):
+        for k in range(1, 6):  # NLL 1000 / k after k * 100 s of ML compute; SM at `speed` x the rate
+            rows.append(_row(m, "patches32", "nll_at_time", 1000.0 / k, dim=1024, step=k * 10,
+                             compute_s=k * 100.0 / speed, cell_id=f"{m}-c"))
+    return rows
+
+
+def test_time_to_quality_claim():
+    assert _verdict("ebflow-time-to-quality", _ttq_rows(4.0)).verdict == "reproduced"
+    v = _verdict("ebflow-time-to-quality", _ttq_rows(1.5))
+    assert v.verdict == "not reproduced" and "0.67x" in v.our_value
+    small = [dict(r, dim=64) for r in _ttq_rows(4.0)]
+    assert _verdict("ebflow-time-to-quality", small).verdict == "not run"
+
+
+# ------------------------------------------------------------------------------------------------- MaP
+
+def test_map_claim():
+    def rows(with_map, without):
+        return [_row("ebflow-ssm", "mnist5k", "test_bpd", with_map, dim=784, hparams={"map": True}),
+                _row("ebflow-ssm", "mnist5k", "test_bpd", without, dim=784, hparams={"map": False})]
+
+    assert _verdict("ebflow-map", rows(2.0, 3.3)).verdict == "reproduced"
+    assert _verdict("ebflow-map", rows(2.0, 2.2)).verdict == "not reproduced"
+    assert _verdict("ebflow-map", rows(2.0, 3.3)[:1]).verdict == "not run"
+
+
+# ------------------------------------------------------------------------------------------- flowMC-EBM
+
+def test_mode_weight_claim():
+    def rows(f, u):
+        return [_row("flowmc-ebm", "mixture-4modes", "mode_weight_error", f),
+                _row("ula-ebm", "mixture-4modes", "mode_weight_error", u)]
+
+    assert _verdict("flowmc-mode-weights", rows(4e-4, 1.3e-3)).verdict == "reproduced"
+    assert _verdict("flowmc-mode-weights", rows(4e-4, 8e-4)).verdict == "not reproduced"   # ratio < 3
+    assert _verdict("flowmc-mode-weights", rows(2e-3, 1e-1)).verdict == "not reproduced"   # MSE > 1e-3
+    assert _verdict("flowmc-mode-weights", rows(4e-4, 1e-3)[:1]).verdict == "not run"
+
+
+def test_density_claim():
+    def rows(f8, u8, fr, ur):
+        return [_row("flowmc-ebm", "eight_gaussians", "log_density_error", f8),
+                _row("ula-ebm", "eight_gaussians", "log_density_error", u8),
+                _row("flowmc-ebm", "rings", "log_density_error", fr),
+                _row("ula-ebm", "rings", "log_density_error", ur)]
+
+    assert _verdict("flowmc-density", rows(0.9, 1.9, 0.4, 5.4)).verdict == "reproduced"
+    assert _verdict("flowmc-density", rows(0.9, 1.9, 6.0, 5.4)).verdict == "not reproduced"
+    assert _verdict("flowmc-density", rows(0.9, 1.9, 0.4, 5.4)[:2]).verdict == "not run"
+
+
+# -------------------------------------------------------------------------------------- energy flows
+
+def test_energy_flow_claim():
+    def rows(e_sw, e_nll):
+        return [_row("energy-flow", "checkerboard", "sliced_wasserstein", e_sw),
+                _row("energy-flow", "checkerboard", "test_nll", e_nll),
+                _row("nflows-maf", "checkerboard", "sliced_wasserstein", 0.10),
+                _row("nflows-maf", "checkerboard", "test_nll", 3.0),
+                _row("ebflow-ml", "checkerboard", "sliced_wasserstein", 0.2),
+                _row("ebflow-ml", "checkerboard", "test_nll", 3.2)]
+
+    assert _verdict("energy-flow-decorrelated", rows(0.12, 4.0)).verdict == "reproduced"
+    assert _verdict("energy-flow-decorrelated", rows(0.30, 4.0)).verdict == "not reproduced"  # SW 3x worse
+    assert _verdict("energy-flow-decorrelated", rows(0.12, 3.1)).verdict == "not reproduced"  # NLL not worse
+    assert _verdict("energy-flow-decorrelated", rows(0.12, 4.0)[2:]).verdict == "not run"
+
+
+def test_claims_have_unique_keys_and_stated_rules():
+    keys = [c.key for c in CLAIMS]
+    assert len(keys) == len(set(keys))
+    for c in CLAIMS:
+        assert c.rule_text and c.setting and c.paper_value and c.decided_by
+    with pytest.raises(KeyError, match="unknown claim"):
+        get_claim("nope")
