@@ -1,7 +1,8 @@
 """The benchmark matrix: which methods run on which tasks, at which sizes, seeds and budgets.
 
 A :class:`Matrix` is a union of :class:`Block` s; each block is a Cartesian product
-``methods x tasks x dims x layers x (data_seed, train_seed) x budgets``. One block is enough for most matrices; several let one
+``methods x tasks x dims x layers x (data_seed, train_seed) x budgets``. One block is enough for most
+matrices; several let one
 file pair, say, every method with the 2-D toys and only the cheap ones with a large-D sweep.
 
 File format (TOML, or the same keys in YAML)::

@@ -32,7 +32,8 @@ from .cell import CellRecord
 
 COLUMNS = ["run_id", "cell_id", "config_key", "method", "family", "objective", "task", "dim", "layers", "hparams",
            "data_seed", "train_seed", "budget", "steps_done", "threads", "metric", "value", "unit", "status", "reason",
-           "cell_status", "cell_reason", "step", "compute_s", "wall_s", "n_params", "device", "versions", "commit", "timestamp"]
+           "cell_status", "cell_reason", "step", "compute_s", "wall_s", "n_params", "device", "versions", "commit",
+           "timestamp"]
 
 _DTYPES = {"dim": "Int64", "layers": "Int64", "data_seed": "Int64", "train_seed": "Int64", "budget": "Int64",
            "steps_done": "Int64", "threads": "Int64", "n_params": "Int64", "value": "float64", "step": "float64",
@@ -57,7 +58,8 @@ def rows_from_cell(record: dict[str, Any] | CellRecord) -> list[dict[str, Any]]:
         "family": spec.family, "objective": spec.objective, "task": spec.task, "dim": spec.dim,
         "layers": spec.layers, "hparams": hparams_json(spec.hparams), "data_seed": spec.data_seed,
         "train_seed": spec.train_seed, "budget": spec.budget, "steps_done": rec.steps_done,
-        "threads": spec.threads, "cell_status": rec.status, "cell_reason": rec.reason, "n_params": rec.n_params, "device": spec.device,
+        "threads": spec.threads, "cell_status": rec.status, "cell_reason": rec.reason, "n_params": rec.n_params,
+        "device": spec.device,
         "versions": json.dumps(rec.versions, sort_keys=True), "commit": rec.commit, "timestamp": rec.finished,
     }
     out = []

@@ -182,7 +182,8 @@ def best_mask(stats: pd.DataFrame) -> pd.Series:
 
 def quality_table(df: pd.DataFrame, *, mark_best: bool = False) -> pd.DataFrame:
     """The quality table: one row per configuration and task (``KEYS``, plus ``steps`` done), one text column
-    per quality metric of the run ("mean ± std", "failed" or "n/a"; "n/a" too where the metric does not apply to the task).
+    per quality metric of the run ("mean ± std", "failed" or "n/a"; "n/a" too where the metric does not apply
+    to the task).
     ``mark_best`` wraps the best entry of each task and metric in ``**...**``."""
     stats = quality_stats(df)
     if stats.empty:
@@ -258,9 +259,14 @@ def nll_at_time(df: pd.DataFrame) -> pd.DataFrame:
     return t[np.isfinite(t["value"]) & np.isfinite(t["compute_s"])]
 
 
-def _round2(x: float) -> float:
-    """``x`` to two significant digits."""
-    return float(f"{x:.2g}")
+def _round2(x: float, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``x`` to two significant digits, rounded up or down instead where nearest would leave [lo, hi]."""
+    r = float(f"{x:.2g}")
+    if lo <= r <= hi or x <= 0:
+        return r
+    unit = 10.0 ** (math.floor(math.log10(x)) - 1)
+    r = (math.ceil if r < lo else math.floor)(x / unit) * unit
+    return float(f"{r:.2g}")
 
 
 def compute_points(curves: pd.DataFrame, n: int = 4) -> list[float]:
@@ -275,8 +281,8 @@ def compute_points(curves: pd.DataFrame, n: int = 4) -> list[float]:
         lo, hi = min(lo_c), max(hi_c)
     if not (lo > 0 and hi > lo):
         return [_round2(hi)] if hi > 0 else []
-    pts = sorted({_round2(v) for v in np.geomspace(lo, hi, n)})
-    return [p for p in pts if lo_c and min(lo_c) <= p <= max(hi_c)]
+    pts = sorted({_round2(v, lo, hi) for v in np.geomspace(lo, hi, n)})
+    return [p for p in pts if lo <= p <= hi]
 
 
 def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
