@@ -35,7 +35,7 @@ File format (TOML, or the same keys in YAML)::
     [task_options.gaussian]           # keyword options of get_task
     [eval]
     n_samples = 2000                  # model samples per cell for the sample metrics
-    checkpoints = 4                   # time-to-quality NLL evaluations during training
+    checkpoints = 4                   # NLL checkpoints during training (quality against compute)
     checkpoint_test = 1000            # test points used at those checkpoints
     max_test = 5000                   # test points for the final NLL (all if unset)
     device = "cpu"                    # or "cuda", "cuda:N", "auto" (resolved per cell before any work)

@@ -144,7 +144,7 @@ class _PeakMemory:
 
 
 def checkpoint_steps(budget: int, k: int) -> list[int]:
-    """The steps after which time-to-quality NLL is measured: round(budget * i / k), i = 1..k, distinct."""
+    """The steps after which the checkpoint NLL is measured: round(budget * i / k), i = 1..k, distinct."""
     return sorted({max(1, round(budget * i / k)) for i in range(1, k + 1)}) if k > 0 else []
 
 
@@ -225,6 +225,8 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     from .tasks import get_task, task_dim
 
     device = torch.device(spec.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # CUDA events and streams of this cell on its own GPU
     rec = CellRecord(spec=spec, versions=versions(), started=_now())
     rows: list[dict[str, Any]] = []
     samples_out = None
