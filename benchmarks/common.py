@@ -85,16 +85,17 @@ def train_quality(method: str, task: str, *, steps: int = TRACK_STEPS, layers: i
     (the runner's timing rows are left out: they are not deterministic).
 
     Raises ``RuntimeError`` with the cell's reason when the cell fails."""
-    from ebflow_bench.matrix import Cell, EvalSettings
+    from ebflow_bench.matrix import matrix_from_dict, validate
     from ebflow_bench.runner import TIMING_METRICS, run_cell
     from ebflow_bench.tasks import task_dim
 
-    dim = task_dim(task)
-    if dim is None:
+    if task_dim(task) is None:
         raise ValueError(f"train_quality: task {task!r} has no fixed dimension; use a 2-D toy")
-    cell = Cell(method, task, dim, layers, seed, steps, None, {}, {},
-                EvalSettings(n_samples=n_samples, checkpoints=0))
-    record, _ = run_cell(cell, threads=threads)
+    (cell,) = validate(matrix_from_dict({
+        "name": "asv-quality", "methods": [method], "tasks": [task], "layers": [layers], "seeds": [seed],
+        "budgets": [steps], "eval": {"n_samples": n_samples, "checkpoints": 0,
+                                     **({"threads": threads} if threads is not None else {})}}))
+    record, _ = run_cell(cell)
     if record["status"] != "ok":
         raise RuntimeError(f"{method} on {task}: {record['reason']}")
     return {r["metric"]: float(r["value"]) for r in record["rows"]

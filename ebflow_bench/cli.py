@@ -80,10 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (args.preset or matrix.name)
     df = run_matrix(matrix, out, resume=args.resume, workers=args.workers, scheduler=args.scheduler,
                     progress=not args.quiet)
-    n_cells = df["cell_id"].nunique() if len(df) else 0
-    failed = df.loc[df["status"] == "failed", "cell_id"].nunique() if len(df) else 0
+    cells = df.drop_duplicates("cell_id") if len(df) else df
+    n_cells = len(cells)
+    counts = cells["cell_status"].value_counts().to_dict() if len(df) else {}
     if not args.quiet:
-        print(f"{n_cells} cells ({failed} failed) -> {out / 'results.parquet'}")
+        extra = "".join(f", {counts[k]} {k}" for k in ("capped", "degenerate") if counts.get(k))
+        print(f"{n_cells} cells ({counts.get('failed', 0)} failed{extra}) -> {out / 'results.parquet'}")
     return 0
 
 

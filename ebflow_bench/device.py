@@ -15,3 +15,25 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if name is None or name == "auto":
         return default_device()
     return torch.device(name)
+
+
+def check_device(name: object) -> tuple[str | None, str | None]:
+    """``(resolved, None)`` for a usable device name, else ``(None, problem)``.
+
+    Accepted: ``cpu``, ``auto`` (``cuda`` when present, else ``cpu``), ``cuda`` and ``cuda:N`` (only when that
+    GPU exists). Anything else (``mps``, ``tpu``, typos) is refused: the harness measures on CPU or CUDA only.
+    """
+    if not isinstance(name, str):
+        return None, f"bad device {name!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
+    if name == "auto":
+        return ("cuda" if torch.cuda.is_available() else "cpu"), None
+    if name == "cpu":
+        return "cpu", None
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        return None, f"bad device {name!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
+    if not torch.cuda.is_available():
+        return None, f"device {name!r} requested but CUDA is not available"
+    if index and int(index) >= torch.cuda.device_count():
+        return None, f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)"
+    return name, None

@@ -1,7 +1,8 @@
 """The benchmark matrix: which methods run on which tasks, at which sizes, seeds and budgets.
 
 A :class:`Matrix` is a union of :class:`Block` s; each block is a Cartesian product
-``methods x tasks x dims x layers x seeds x budgets``. One block is enough for most matrices; several let one
+``methods x tasks x dims x layers x (data_seed, train_seed) x budgets``. One block is enough for most
+matrices; several let one
 file pair, say, every method with the 2-D toys and only the cheap ones with a large-D sweep.
 
 File format (TOML, or the same keys in YAML)::
@@ -12,9 +13,15 @@ File format (TOML, or the same keys in YAML)::
     tasks = ["checkerboard"]
     dims = [2]                        # optional; default: each task's fixed D
     layers = [2]
-    seeds = [0, 1]
+    seeds = [0, 1]                    # each seed is both the data seed and the training seed; or instead
+    # data_seeds = [0]                #   the product data_seeds x train_seeds (a missing one is [0])
+    # train_seeds = [0, 1, 2]
     budgets = [500]                   # training steps
-    time_cap_s = 60                   # optional wall-clock cap on training, per cell
+    time_cap_s = 600                  # optional safety limit on training wall time; a cell that reaches it
+                                      #   is recorded `capped` (budgets are steps, not seconds)
+
+    [method_budgets]                  # optional per-method step budgets over `budgets` (also per block)
+    ebflow-ml = [300]
 
     [[block]]                         # optional further products; unset keys default to the top level's
     methods = ["mle-lu"]
@@ -28,27 +35,27 @@ File format (TOML, or the same keys in YAML)::
     [task_options.gaussian]           # keyword options of get_task
     [eval]
     n_samples = 2000                  # model samples per cell for the sample metrics
-    checkpoints = 4                   # time-to-quality NLL evaluations during training
+    checkpoints = 4                   # NLL checkpoints during training (quality against compute)
     checkpoint_test = 1000            # test points used at those checkpoints
     max_test = 5000                   # test points for the final NLL (all if unset)
-    device = "cpu"                    # or "cuda", "auto"
+    device = "cpu"                    # or "cuda", "cuda:N", "auto" (resolved per cell before any work)
+    threads = 1                       # torch threads per cell (serial and Dask alike)
 
 When the top level has ``[[block]]`` entries and no ``methods``/``tasks`` of its own, only the blocks are
 run; otherwise the top level is the first block.
 
-``Matrix.cells()`` expands to a deterministic, de-duplicated list of :class:`Cell` s whose ``cell_id`` is a
-12-hex-digit SHA-1 of the cell's full configuration (so a cell keeps its id across runs and machines).
-``validate(matrix)`` checks everything that can be checked before any training and raises one
-:class:`MatrixError` listing every problem.
+``validate(matrix)`` checks everything that can be checked before any training, resolves every cell into a
+:class:`ebflow_bench.cell.CellSpec` (hyperparameters typed and range-checked by the adapter's declarations,
+per-task defaults filled in, device resolved) and returns them in a deterministic, de-duplicated order, or
+raises one :class:`MatrixError` listing every problem.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
-import json
+import inspect
 import math
 import sys
 import tomllib
@@ -56,6 +63,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .cell import CellSpec, EvalSpec
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -74,56 +83,60 @@ class MatrixError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
-    """One Cartesian product of the matrix. ``dims`` entries of ``None`` mean "the task's fixed D"."""
+    """One Cartesian product of the matrix. ``dims`` entries of ``None`` mean "the task's fixed D".
+
+    Seeds: ``seeds`` pairs each value as (data seed, train seed); ``data_seeds`` x ``train_seeds`` is a product
+    (``None``: not given). ``method_budgets`` overrides ``budgets`` for the methods it names."""
 
     methods: tuple[str, ...]
     tasks: tuple[str, ...]
     dims: tuple[int | None, ...] = (None,)
     layers: tuple[int, ...] = (2,)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] | None = (0,)
+    data_seeds: tuple[int, ...] | None = None
+    train_seeds: tuple[int, ...] | None = None
     budgets: tuple[int, ...] = (500,)
     time_cap_s: float | None = None
+    method_budgets: dict[str, tuple[int, ...]] = field(default_factory=dict, hash=False, compare=False)
     #: per-method hyperparameters of this block, applied over the matrix-wide ``hparams``
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
+    def seed_pairs(self) -> list[tuple[int, int]]:
+        """(data_seed, train_seed) pairs in order."""
+        if self.data_seeds is None and self.train_seeds is None:
+            return [(s, s) for s in (self.seeds or ())]
+        return [(d, t) for d in (self.data_seeds or (0,)) for t in (self.train_seeds or (0,))]
+
+    def budgets_for(self, method: str) -> tuple[int, ...]:
+        return self.method_budgets.get(method, self.budgets)
+
 
 @dataclass(frozen=True)
-class EvalSettings:
-    n_samples: int = 2000
-    checkpoints: int = 4
-    checkpoint_test: int = 1000
-    max_test: int | None = None
+class EvalSettings(EvalSpec):
+    """The matrix's ``[eval]`` table: the :class:`ebflow_bench.cell.EvalSpec` fields plus the requested device
+    (resolved per cell by :func:`validate`) and the torch thread count of every cell."""
+
     device: str = "cpu"
+    threads: int = 1
+
+    def spec(self) -> EvalSpec:
+        return EvalSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EvalSpec)})
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One unit of work: train ``method`` on ``task`` at (dim, layers) with ``seed`` for ``budget`` steps."""
+class _Raw:
+    """A cell before resolution: what the matrix file says."""
 
     method: str
     task: str
     dim: int
     layers: int
-    seed: int
+    data_seed: int
+    train_seed: int
     budget: int
     time_cap_s: float | None
-    hparams: dict[str, Any]
-    task_options: dict[str, Any]
-    eval: EvalSettings
-    imports: tuple[str, ...] = ()
-
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable configuration (what the cell id hashes)."""
-        return {
-            "method": self.method, "task": self.task, "dim": self.dim, "layers": self.layers,
-            "seed": self.seed, "budget": self.budget, "time_cap_s": self.time_cap_s,
-            "hparams": self.hparams, "task_options": self.task_options, "eval": dataclasses.asdict(self.eval),
-        }
-
-    @property
-    def cell_id(self) -> str:
-        blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+    hparams: dict[str, Any] = field(hash=False)
+    task_options: dict[str, Any] = field(hash=False)
 
 
 @dataclass
@@ -146,15 +159,15 @@ class Matrix:
     def with_device(self, device: str) -> Matrix:
         return dataclasses.replace(self, eval=dataclasses.replace(self.eval, device=device))
 
-    def cells(self) -> list[Cell]:
-        """All cells in block order, then methods, tasks, dims, layers, seeds, budgets; duplicates dropped.
+    def raw_cells(self) -> list[_Raw]:
+        """All cells as the file gives them, in block order, then methods, tasks, dims, layers, seed pairs,
+        budgets (unresolved; :func:`validate` resolves and de-duplicates them).
 
         A ``None`` dim resolves to the task's fixed D (a task without one is reported by :func:`validate`).
         """
         from .tasks import task_dim
 
-        load_imports(self.imports)
-        out: dict[str, Cell] = {}
+        out = []
         for b in self.blocks:
             for m in b.methods:
                 for t in b.tasks:
@@ -163,14 +176,13 @@ class Matrix:
                         if dim is None:
                             raise MatrixError([f"task {t!r} takes any D: give `dims`"])
                         for layers in b.layers:
-                            for seed in b.seeds:
-                                for budget in b.budgets:
-                                    c = Cell(m, t, int(dim), int(layers), int(seed), int(budget), b.time_cap_s,
-                                             {**self.hparams.get(m, {}), **b.hparams.get(m, {})},
-                                             dict(self.task_options.get(t, {})),
-                                             self.eval, tuple(self.imports))
-                                    out.setdefault(c.cell_id, c)
-        return list(out.values())
+                            for data_seed, train_seed in b.seed_pairs():
+                                for budget in b.budgets_for(m):
+                                    out.append(_Raw(m, t, int(dim), int(layers), int(data_seed), int(train_seed),
+                                                    int(budget), b.time_cap_s,
+                                                    {**self.hparams.get(m, {}), **b.hparams.get(m, {})},
+                                                    dict(self.task_options.get(t, {}))))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,7 +195,8 @@ class Matrix:
 
 # --------------------------------------------------------------------------------------------- loading
 
-_BLOCK_KEYS = {"methods", "tasks", "dims", "layers", "seeds", "budgets", "time_cap_s"}
+_SEED_KEYS = ("seeds", "data_seeds", "train_seeds")
+_BLOCK_KEYS = {"methods", "tasks", "dims", "layers", *_SEED_KEYS, "budgets", "time_cap_s", "method_budgets"}
 _TOP_KEYS = _BLOCK_KEYS | {"name", "imports", "block", "hparams", "task_options", "eval"}
 
 
@@ -259,13 +272,31 @@ def matrix_from_dict(spec: Any, default_name: str = "custom") -> Matrix:
         if not _is_table_of_tables(block_hparams):
             problems.append(f"block {i}: `hparams` must map method names to tables, e.g. [block.hparams.NAME]")
             block_hparams = {}
-        merged = {**top, **rb}
+        for src in (top, rb):
+            if "seeds" in src and ("data_seeds" in src or "train_seeds" in src):
+                problems.append(f"{'block ' + str(i) + ': ' if src is rb else ''}give `seeds` (data and training "
+                                "seed alike) or `data_seeds`/`train_seeds`, not both")
+        inherited = dict(top)
+        if any(k in rb for k in _SEED_KEYS):  # the block's own seeds replace the top level's
+            for k in _SEED_KEYS:
+                inherited.pop(k, None)
+        merged = {**inherited, **rb}
         kw: dict[str, Any] = {}
-        for key in ("methods", "tasks", "dims", "layers", "seeds", "budgets"):
+        for key in ("methods", "tasks", "dims", "layers", *_SEED_KEYS, "budgets"):
             if key in merged:
                 kw[key] = _tuple(merged[key], key, problems)
+        if "data_seeds" in kw or "train_seeds" in kw:
+            kw.setdefault("seeds", None)
         if "time_cap_s" in merged:
             kw["time_cap_s"] = merged["time_cap_s"]
+        mb: dict[str, Any] = {}
+        for src in (top, rb):
+            table = src.get("method_budgets") or {}
+            if isinstance(table, dict):
+                mb.update(table)
+            elif src is rb:
+                problems.append(f"block {i}: `method_budgets` must map method names to budgets")
+        kw["method_budgets"] = {m: _tuple(v, f"method_budgets.{m}", problems) for m, v in mb.items()}
         for key in ("methods", "tasks"):
             if not kw.get(key):
                 problems.append(f"block {i}: `{key}` is missing or empty")
@@ -275,6 +306,8 @@ def matrix_from_dict(spec: Any, default_name: str = "custom") -> Matrix:
     for key, val in (("hparams", hparams), ("task_options", task_options)):
         if not _is_table_of_tables(val):
             problems.append(f"`{key}` must map names to tables, e.g. [{key}.NAME]")
+    if "method_budgets" in spec and not isinstance(spec["method_budgets"], dict):
+        problems.append("`method_budgets` must map method names to budgets, e.g. [method_budgets]")
     ev = spec.get("eval", {}) or {}
     fields = {f.name for f in dataclasses.fields(EvalSettings)}
     if not isinstance(ev, dict) or set(ev) - fields:
@@ -330,18 +363,30 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def validate(matrix: Matrix) -> list[Cell]:
-    """Check the whole matrix before any work; return its cells or raise one :class:`MatrixError`.
+def _check(cls: type, task: Any, dim: int, layers: int, hparams: dict[str, Any]) -> str | None:
+    """``cls.check`` with the resolved hyperparameters when the adapter's ``check`` accepts them."""
+    if "hparams" in inspect.signature(cls.check).parameters:
+        return cls.check(task, dim, layers, hparams=hparams)
+    return cls.check(task, dim, layers)
+
+
+def validate(matrix: Matrix) -> list[CellSpec]:
+    """Check the whole matrix before any work; return its resolved cell specs or raise one :class:`MatrixError`.
 
     Checks: known methods and tasks (the message lists the known names); each dim an integer >= 1 and equal to
-    the task's fixed D where it has one; layers, seeds and budgets integers (layers, budgets >= 1, seeds >= 0);
-    hyperparameter names known to the adapter; eval settings in range and the device usable; every
-    (task, dim) builds (with the first seed) and has finite data; and each adapter's ``check(task, dim, layers)``.
-    A task whose optional data is not on this machine (``TaskUnavailable``, e.g. UCI without its folder) is
-    skipped: its cells are left out with a :class:`TaskSkipped` warning saying why (an error if no cell is left).
+    the task's fixed D where it has one; layers, seeds and budgets (also ``method_budgets``) integers (layers,
+    budgets >= 1, seeds >= 0); every hyperparameter known to the adapter and of its declared type and range
+    (``Adapter.resolve_hparams``); eval settings in range, threads >= 1 and the device usable (``cpu``, ``cuda``,
+    ``cuda:N`` or ``auto``, resolved here); every (task, dim) builds (with the block's first data seed) and has
+    finite data; and each adapter's ``check(task, dim, layers, hparams=...)`` (e.g. ``arch="cnn"`` on 2-D data).
+    Every problem found is listed at once. A task whose optional data is not on this machine
+    (``TaskUnavailable``, e.g. UCI without its folder) is skipped: its cells are left out with a
+    :class:`TaskSkipped` warning saying why (an error if no cell is left).
     """
     import torch
 
+    from .adapters.base import HParamError
+    from .device import check_device
     from .tasks import TaskUnavailable, available_tasks, get_task, task_dim
 
     problems: list[str] = []
@@ -371,13 +416,18 @@ def validate(matrix: Matrix) -> list[Cell]:
                     problems.append(f"{where}task {t!r} takes any D: give `dims`")
                 elif _is_int(d) and d >= 1 and fixed is not None and d != fixed:
                     problems.append(f"{where}impossible D {d} for task {t!r}: its dimension is fixed at {fixed}")
-        for key, lo in (("layers", 1), ("seeds", 0), ("budgets", 1)):
-            vals = getattr(b, key)
+        checks = [("layers", b.layers, 1), ("budgets", b.budgets, 1)]
+        checks += [(k, getattr(b, k), 0) for k in _SEED_KEYS if getattr(b, k) is not None]
+        checks += [(f"method_budgets.{m}", v, 1) for m, v in b.method_budgets.items()]
+        for key, vals, lo in checks:
             if not vals:
                 problems.append(f"{where}`{key}` is empty")
             bad = [v for v in vals if not _is_int(v) or v < lo]
             if bad:
                 problems.append(f"{where}bad {key} {bad}: must be integers >= {lo}")
+        for m in b.method_budgets:
+            if m not in b.methods:
+                problems.append(f"{where}method_budgets given for {m!r}, which is not among the block's methods")
         if b.time_cap_s is not None and (isinstance(b.time_cap_s, bool) or not isinstance(b.time_cap_s, (int, float))
                                          or not math.isfinite(b.time_cap_s) or b.time_cap_s <= 0):
             problems.append(f"{where}bad time_cap_s {b.time_cap_s!r}: must be a positive number of seconds")
@@ -388,41 +438,42 @@ def validate(matrix: Matrix) -> list[Cell]:
             if m not in methods:
                 problems.append(f"{where}hparams given for {m!r}, which is not among the "
                                 f"{'block' if where else 'matrix'}'s methods {sorted(methods)}")
-            elif m in registry:
-                unknown = set(hp) - set(registry[m].defaults)
+            elif m in registry:  # names, types and ranges (per-task values are resolved below)
+                known = registry[m].hparam_spec
+                unknown = sorted(set(hp) - set(known))
                 if unknown:
-                    problems.append(f"{where}unknown hyperparameter(s) {sorted(unknown)} for {m!r}; "
-                                    f"known: {sorted(registry[m].defaults)}")
+                    problems.append(f"{where}unknown hyperparameter(s) {unknown} for {m!r}; known: {sorted(known)}")
+                try:
+                    registry[m].resolve_hparams(None, {k: v for k, v in hp.items() if k in known})
+                except HParamError as e:
+                    problems += [f"{where}{m}: {p}" for p in e.problems]
     for t in matrix.task_options:
         if t not in matrix.tasks:
             problems.append(f"task_options given for {t!r}, which is not among the matrix's tasks {matrix.tasks}")
     ev = matrix.eval
-    for key, lo in (("n_samples", 1), ("checkpoints", 0), ("checkpoint_test", 1)):
+    for key, lo in (("n_samples", 1), ("checkpoints", 0), ("checkpoint_test", 1), ("threads", 1)):
         v = getattr(ev, key)
         if not _is_int(v) or v < lo:
             problems.append(f"eval.{key} = {v!r}: must be an integer >= {lo}")
     if ev.max_test is not None and (not _is_int(ev.max_test) or ev.max_test < 1):
         problems.append(f"eval.max_test = {ev.max_test!r}: must be an integer >= 1")
-    try:
-        dev = torch.device("cuda" if ev.device == "auto" and torch.cuda.is_available() else
-                           "cpu" if ev.device == "auto" else ev.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            problems.append(f"device {ev.device!r} requested but CUDA is not available")
-    except (RuntimeError, TypeError) as e:
-        problems.append(f"bad device {ev.device!r}: {e}")
+    device, problem = check_device(ev.device)
+    if problem:
+        problems.append(problem)
     if problems:
         raise MatrixError(problems)
 
-    cells = matrix.cells()
-    # build each (task, dim) once with the first seed of its block: data must be finite, adapters must accept it
+    raw = matrix.raw_cells()
+    # build each (task, dim) once with its first data seed: data must be finite, adapters must accept it
     checked: dict[tuple[str, int], Any] = {}
-    reported: set[tuple[str, str, int, int]] = set()
+    reported: set[tuple] = set()
     unavailable: dict[str, str] = {}
-    for c in cells:
+    specs: dict[str, CellSpec] = {}
+    for c in raw:
         key = (c.task, c.dim)
         if key not in checked:
             try:
-                task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.seed,
+                task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.data_seed,
                                 **c.task_options)
                 for split in ("train", "test"):
                     t = getattr(task, split)
@@ -436,17 +487,26 @@ def validate(matrix: Matrix) -> list[Cell]:
                 checked[key] = None
                 problems.append(f"task {c.task!r} (D={c.dim}): {e}")
         task = checked[key]
-        rkey = (c.method, c.task, c.dim, c.layers)
-        if task is None or rkey in reported:
+        if task is None:
             continue
-        reported.add(rkey)
-        reason = registry[c.method].check(task, c.dim, c.layers)
-        if reason:
-            problems.append(f"impossible cell {c.method} on {c.task} (D={c.dim}, L={c.layers}): {reason}")
+        cls = registry[c.method]
+        hparams = cls.resolve_hparams(task, c.hparams)  # names, types and ranges passed above
+        rkey = (c.method, c.task, c.dim, c.layers, repr(sorted(hparams.items())))
+        if rkey not in reported:
+            reported.add(rkey)
+            reason = _check(cls, task, c.dim, c.layers, hparams)
+            if reason:
+                problems.append(f"impossible cell {c.method} on {c.task} (D={c.dim}, L={c.layers}): {reason}")
+        spec = CellSpec(method=c.method, family=cls.family, objective=cls.objective, task=c.task, dim=c.dim,
+                        layers=c.layers, hparams=hparams, data_seed=c.data_seed, train_seed=c.train_seed,
+                        budget=c.budget, time_cap_s=None if c.time_cap_s is None else float(c.time_cap_s),
+                        device=device, threads=int(ev.threads), task_options=c.task_options, eval=ev.spec(),
+                        imports=tuple(matrix.imports))
+        specs.setdefault(spec.cell_id, spec)
     if problems:
         raise MatrixError(problems)
+    cells = list(specs.values())
     if unavailable:
-        cells = [c for c in cells if c.task not in unavailable]
         if not cells:
             raise MatrixError([f"task {t!r} unavailable: {m}" for t, m in unavailable.items()]
                               + ["no cell of the matrix can run"])

@@ -1,11 +1,21 @@
 """The tidy results table: one row per cell x metric, written as ``results.parquet`` and ``results.csv``.
 
-Columns (``COLUMNS``): run_id, cell_id, method, family, objective, task, dim, layers, seed, budget, metric,
-value, unit, status, reason, cell_status, step, elapsed_s, n_params, device, versions, commit, timestamp.
-``status`` is the row's: ``ok``, ``failed`` (value NaN, ``reason`` says why) or ``unavailable``;
-``cell_status`` is the whole cell's (``ok`` or ``failed``), so that one failed metric of a finished cell is not
-mistaken for a failed cell. ``step`` and
-``elapsed_s`` are set on ``nll_at_time`` rows only. ``versions`` is a JSON string of library versions.
+Every row carries its cell's contract, copied from the cell record (``ebflow_bench.cell.CellRecord``), never
+recomputed. Columns (``COLUMNS``):
+
+- identity: ``run_id``, ``cell_id`` (hash of the whole spec), ``config_key`` (hash of the spec without its
+  seeds: the cells of one configuration share it), ``method``, ``family``, ``objective``, ``task``, ``dim``,
+  ``layers``, ``hparams`` (JSON of the resolved hyperparameters, sorted keys), ``data_seed``, ``train_seed``,
+  ``budget`` (steps asked for), ``threads``, ``device``;
+- outcome: ``steps_done``, ``cell_status`` (the whole cell's: ``ok``, ``failed``, ``capped`` or
+  ``degenerate``; one failed metric of a finished cell does not make the cell failed), ``cell_reason`` (the
+  record's reason for a status other than ``ok``), ``n_params``;
+- the metric: ``metric``, ``value``, ``unit``, ``status`` (the row's: ``ok``, ``failed`` with value NaN and a
+  ``reason``, or ``unavailable``), ``reason``;
+- compute: ``step``, ``compute_s``, ``wall_s``: on ``nll_at_time`` rows the checkpoint's step and the training
+  compute/wall seconds up to it; on every other row ``step`` is missing and ``compute_s``/``wall_s`` are the
+  cell's training totals;
+- provenance: ``versions`` (JSON of library versions), ``commit``, ``timestamp``.
 """
 
 from __future__ import annotations
@@ -18,12 +28,16 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
-           "metric", "value", "unit", "status", "reason", "cell_status", "step", "elapsed_s", "n_params", "device",
-           "versions", "commit", "timestamp"]
+from .cell import CellRecord
 
-_DTYPES = {"dim": "Int64", "layers": "Int64", "seed": "Int64", "budget": "Int64", "n_params": "Int64",
-           "value": "float64", "step": "float64", "elapsed_s": "float64"}
+COLUMNS = ["run_id", "cell_id", "config_key", "method", "family", "objective", "task", "dim", "layers", "hparams",
+           "data_seed", "train_seed", "budget", "steps_done", "threads", "metric", "value", "unit", "status", "reason",
+           "cell_status", "cell_reason", "step", "compute_s", "wall_s", "n_params", "device", "versions", "commit",
+           "timestamp"]
+
+_DTYPES = {"dim": "Int64", "layers": "Int64", "data_seed": "Int64", "train_seed": "Int64", "budget": "Int64",
+           "steps_done": "Int64", "threads": "Int64", "n_params": "Int64", "value": "float64", "step": "float64",
+           "compute_s": "float64", "wall_s": "float64"}
 _STRINGS = [c for c in COLUMNS if c not in _DTYPES]
 
 
@@ -35,25 +49,31 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def rows_from_cell(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tidy rows of one cell record (as written to ``cells/<cell_id>.json`` by the runner)."""
-    cfg = record["config"]
+def rows_from_cell(record: dict[str, Any] | CellRecord) -> list[dict[str, Any]]:
+    """The tidy rows of one cell record (``CellRecord`` or its dict, as written to ``cells/<cell_id>.json``)."""
+    rec = record if isinstance(record, CellRecord) else CellRecord.from_dict(record)
+    spec = rec.spec
     base = {
-        "run_id": record.get("run_id", ""), "cell_id": record["cell_id"], "method": cfg["method"],
-        "family": record.get("family", ""), "objective": record.get("objective", ""), "task": cfg["task"],
-        "dim": cfg["dim"], "layers": cfg["layers"], "seed": cfg["seed"], "budget": cfg["budget"],
-        "n_params": record.get("n_params"), "device": record.get("device", ""),
-        "versions": json.dumps(record.get("versions", {}), sort_keys=True), "commit": record.get("commit", ""),
-        "timestamp": record.get("timestamp", ""),
+        "run_id": rec.run_id, "cell_id": rec.cell_id, "config_key": rec.config_key, "method": spec.method,
+        "family": spec.family, "objective": spec.objective, "task": spec.task, "dim": spec.dim,
+        "layers": spec.layers, "hparams": hparams_json(spec.hparams), "data_seed": spec.data_seed,
+        "train_seed": spec.train_seed, "budget": spec.budget, "steps_done": rec.steps_done,
+        "threads": spec.threads, "cell_status": rec.status, "cell_reason": rec.reason, "n_params": rec.n_params,
+        "device": spec.device,
+        "versions": json.dumps(rec.versions, sort_keys=True), "commit": rec.commit, "timestamp": rec.finished,
     }
     out = []
-    for r in record["rows"]:
+    for r in rec.rows:
         row = {**base, "metric": r["metric"], "value": r.get("value", np.nan), "unit": r.get("unit", ""),
-               "status": r.get("status", "ok"), "reason": r.get("reason") or "",
-               "cell_status": record.get("status", "ok"), "step": r.get("step", np.nan),
-               "elapsed_s": r.get("elapsed_s", np.nan)}
+               "status": r.get("status", "ok"), "reason": r.get("reason") or "", "step": r.get("step", np.nan),
+               "compute_s": r.get("compute_s", rec.compute_s), "wall_s": r.get("wall_s", rec.wall_s)}
         out.append(row)
     return out
+
+
+def hparams_json(hparams: dict[str, Any]) -> str:
+    """The ``hparams`` column: canonical JSON (sorted keys) of resolved hyperparameters."""
+    return json.dumps(hparams, sort_keys=True)
 
 
 def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -67,9 +87,35 @@ def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_cell_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All cell records of a run, sorted by cell id (temporary files of an interrupted write are ignored)."""
+    """All cell records of a run (``CellRecord.to_dict()`` form), sorted by cell id (temporary files of an
+    interrupted write are ignored)."""
     cells = Path(run_dir) / "cells"
     return [json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))]
+
+
+class DuplicateCells(UserWarning):
+    """The same cell (same ``cell_id``) was found in several run folders; it is counted once."""
+
+
+def dedupe_cells(frames: list[pd.DataFrame], names: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate results tables keeping each cell (``cell_id``) from the first table that holds it; warn
+    (:class:`DuplicateCells`) naming how many cells were found again in later tables (``names`` label them)."""
+    seen: set[str] = set()
+    parts, repeated = [], {}
+    for i, f in enumerate(frames):
+        ids = set(f["cell_id"])
+        again = ids & seen
+        if again:
+            repeated[names[i] if names else f"table {i}"] = len(again)
+        parts.append(f[~f["cell_id"].isin(again)])
+        seen |= ids
+    if repeated:
+        import warnings
+
+        warnings.warn("cells found in more than one run folder are counted once, from the first: "
+                      + ", ".join(f"{n} repeats {k} cell(s)" for n, k in repeated.items()),
+                      DuplicateCells, stacklevel=2)
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_results(run_dir: str | Path) -> pd.DataFrame:
@@ -109,11 +155,16 @@ def _load_one(path: Path) -> pd.DataFrame:
     raise ValueError(f"{path}: expected a run directory, a .parquet or a .csv file")
 
 
-def load_results(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """Load a run directory, a parquet/CSV results file, or a list of them (concatenated, ``COLUMNS`` order)."""
+def load_results(path_or_paths: str | Path | Iterable[str | Path], *, dedupe: bool = False) -> pd.DataFrame:
+    """Load a run directory, a parquet/CSV results file, or a list of them (concatenated, ``COLUMNS`` order).
+
+    ``dedupe=True`` keeps each cell once, from the first path that holds it, with a :class:`DuplicateCells`
+    warning (the report does this: overlapping run folders must not count a cell twice)."""
     if isinstance(path_or_paths, (str, Path)):
         path_or_paths = [path_or_paths]
-    frames = [_load_one(Path(p)) for p in path_or_paths]
+    paths = [Path(p) for p in path_or_paths]
+    frames = [_load_one(p) for p in paths]
     if not frames:
         raise ValueError("load_results: no paths given")
-    return frame(pd.concat(frames, ignore_index=True).to_dict("records"))
+    df = dedupe_cells(frames, [str(p) for p in paths]) if dedupe else pd.concat(frames, ignore_index=True)
+    return frame(df.to_dict("records"))

@@ -1,34 +1,37 @@
 """Runs a benchmark matrix cell by cell: resumable, failure-tolerant, serial or on a Dask cluster.
 
-For one cell (:func:`run_cell`): seed ``random``/numpy/torch with the cell's seed, build the task (seeded) and
-the adapter, then train for ``budget`` steps (or until ``time_cap_s`` of training wall time) on mini-batches
-drawn by the cell's own ``torch.Generator``: each epoch is a fresh random permutation of the training set,
-cut into batches of ``adapter.batch_size`` (the last, shorter batch of an epoch is dropped unless it is the only
-one). Then the per-sample test NLL (``adapter.nll``, in chunks) and ``n_samples`` model samples go to
-``metrics.compute_metrics``. The runner adds the timing rows:
+For one cell (:func:`run_cell`, given its resolved :class:`ebflow_bench.cell.CellSpec`): set torch to
+``spec.threads`` threads; build the task with ``spec.data_seed``; seed ``random``/numpy/torch with
+``spec.train_seed`` and build the adapter with it (initialisation, objective noise, chains); train for exactly
+``spec.budget`` steps on mini-batches drawn by a ``torch.Generator`` seeded with ``train_seed``: each epoch is a
+fresh random permutation of the training set, cut into batches of ``adapter.batch_size`` (the last, shorter
+batch of an epoch is dropped unless it is the only one). Then the per-sample test NLL (``adapter.nll``, in
+chunks) and ``n_samples`` model samples go to ``diagnostics.diagnose`` and ``metrics.compute_metrics`` (seeded
+with ``train_seed``). So a cell's non-timing results depend only on its spec: not on the machine's load, the
+order of cells or the process (serial or Dask) that ran it.
 
-- ``step_time`` (s): mean wall time of ``train_step`` over the steps after the first (the first one pays for
-  lazy initialisation and allocator warm-up); with a single step, that step. CUDA is synchronised before each
-  clock read.
-- ``train_time`` (s): wall time of the training loop (batching included, checkpoint evaluations excluded).
-- ``peak_memory`` (MiB): on CUDA, ``torch.cuda.max_memory_allocated`` after resetting the peak statistics at
-  the start of the cell. On CPU, tracemalloc does not see torch's allocator, so we use the process's resident
-  set: the kernel's high-water mark VmHWM is reset at the start of the cell (``/proc/self/clear_refs`` = 5),
-  and the value is VmHWM at the end minus VmRSS at the start, i.e. the cell's peak resident memory above what
-  the process already held (task data, model, optimizer state, activations; the first cell of a process also
-  pays for torch's one-time lazy initialisation, tens of MiB). Where ``/proc`` is missing, the increase of
-  ``getrusage().ru_maxrss`` is used (a lower bound, as that high-water mark cannot be reset).
-- ``nll_at_time`` (nats): time-to-quality, the mean NLL of the first ``checkpoint_test`` test points after
-  ``round(budget * i / k)`` steps, i = 1..k (k = ``checkpoints``), with ``step`` and ``elapsed_s`` (training
-  wall time so far) set; with a ``time_cap_s``, also at the first step past each ``time_cap_s * i / k``
-  (i < k) of training time, and at the cap.
-- ``log_z_stderr`` (nats): for adapters exposing a ``log_z_stderr`` attribute (EBMs whose NLL uses an
-  importance-sampling estimate of log Z), its value after the final NLL.
+Measured, never used to stop (except the safety cap below):
 
-A non-finite loss, non-finite samples or any exception make the cell ``failed`` (value NaN, ``reason`` with the
-step and the error); the matrix goes on. Records are written atomically to ``cells/<cell_id>.json``;
-``resume=True`` skips cells that have one. Cell results depend only on the cell (seeds), not on the order or
-process that ran it, so a Dask run equals a serial one on every non-timing metric.
+- ``compute_s``: training compute, process CPU seconds (``time.process_time``) over the training steps; on
+  CUDA the sum of the steps' CUDA-event times. ``wall_s``: training wall seconds. Both exclude checkpoint
+  evaluations. ``median_step_s``: median wall time of one step (robust to the first step's warm-up and to
+  load spikes).
+- checkpoints: after ``round(budget * i / k)`` steps, i = 1..k (k = ``eval.checkpoints``), the mean NLL of the
+  first ``checkpoint_test`` test points with ``step``, ``compute_s`` and ``wall_s`` so far (record
+  ``checkpoints``; rows ``nll_at_time``).
+- rows ``step_time`` (s, the median step time), ``train_time`` (s, ``wall_s``), ``peak_memory`` (MiB): on
+  CUDA ``torch.cuda.max_memory_allocated`` after resetting the peak statistics at the start of the cell; on CPU
+  the kernel's high-water mark VmHWM (reset through ``/proc/self/clear_refs`` = 5) minus VmRSS at the start,
+  i.e. the cell's peak resident memory above what the process already held (the first cell of a process also
+  pays for torch's lazy initialisation); where ``/proc`` is missing, the increase of ``ru_maxrss`` (a lower
+  bound). ``log_z_stderr`` (nats) for adapters exposing it (EBMs whose NLL uses an estimated log Z).
+
+``spec.time_cap_s`` is a safety limit only: a cell whose training wall time reaches it stops, gets a checkpoint
+at that step and the status ``capped`` (reason: the step it stopped at). ``diagnostics.diagnose`` finding the
+model degenerate gives the status ``degenerate``. A non-finite loss, a non-finite test NLL or any exception
+make the cell ``failed`` (a failed ``test_nll`` row, ``reason`` with the step and the error); the matrix goes
+on. Records (``CellRecord.to_dict()``) are written atomically to ``cells/<cell_id>.json``; ``resume=True``
+skips cells that have one.
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .matrix import Cell, Matrix, load_imports, validate
+from .cell import CellRecord, CellSpec, Checkpoint
+from .matrix import Matrix, load_imports, validate
 from .results import write_json_atomic, write_results
 
 #: metrics the runner records itself (all others come from ``metrics.compute_metrics``)
 TIMING_METRICS = ("step_time", "train_time", "peak_memory", "nll_at_time")
-RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr",)
+RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr", "log_z_ess")
 #: samples kept on disk per cell
 MAX_SAVED_SAMPLES = 2000
 _NLL_CHUNK = 1024
@@ -100,12 +104,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class _PeakMemory:
     """Peak memory of a block of work in MiB (see the module docstring for the method)."""
 
@@ -146,7 +144,7 @@ class _PeakMemory:
 
 
 def checkpoint_steps(budget: int, k: int) -> list[int]:
-    """The steps after which time-to-quality NLL is measured: round(budget * i / k), i = 1..k, distinct."""
+    """The steps after which the checkpoint NLL is measured: round(budget * i / k), i = 1..k, distinct."""
     return sorted({max(1, round(budget * i / k)) for i in range(1, k + 1)}) if k > 0 else []
 
 
@@ -172,94 +170,125 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timing_rows(step_times: list[float], train_time: float) -> list[dict[str, Any]]:
+def _timing_rows(step_times: list[float], wall_s: float) -> list[dict[str, Any]]:
     if not step_times:
         return []
-    timed = step_times[1:] or step_times
-    return [{"metric": "step_time", "value": float(np.mean(timed)), "unit": "s", "status": "ok"},
-            {"metric": "train_time", "value": train_time, "unit": "s", "status": "ok"}]
+    return [{"metric": "step_time", "value": float(np.median(step_times)), "unit": "s", "status": "ok"},
+            {"metric": "train_time", "value": wall_s, "unit": "s", "status": "ok"}]
 
 
-def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Run one cell; return its record (without run-level fields) and up to 2000 samples (or None).
+class _Clock:
+    """Training compute and wall time: process CPU seconds on CPU, summed CUDA-event times on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.compute_s = 0.0
+        self.wall_s = 0.0
+
+    def start(self) -> None:
+        _sync(self.device)
+        self._w = time.perf_counter()
+        if self.cuda:
+            self._e0 = torch.cuda.Event(enable_timing=True)
+            self._e1 = torch.cuda.Event(enable_timing=True)
+            self._e0.record()
+        else:
+            self._c = time.process_time()
+
+    def stop(self) -> float:
+        """Stop the clock; return this interval's wall seconds."""
+        if self.cuda:
+            self._e1.record()
+            torch.cuda.synchronize(self.device)
+            self.compute_s += self._e0.elapsed_time(self._e1) / 1000.0
+        else:
+            self.compute_s += time.process_time() - self._c
+        dt = time.perf_counter() - self._w
+        self.wall_s += dt
+        return dt
+
+
+def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Run one cell; return its record (``CellRecord.to_dict()``, without run-level fields) and up to 2000
+    samples (or None).
 
     Never raises for a problem of the cell itself: that becomes a ``failed`` record.
     """
     from .adapters.base import NLLUnavailable
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    load_imports(cell.imports)
+    spec = spec if isinstance(spec, CellSpec) else CellSpec.from_dict(spec)
+    torch.set_num_threads(spec.threads)
+    load_imports(spec.imports)
+    from .diagnostics import diagnose
     from .matrix import adapter_registry
     from .tasks import get_task, task_dim
 
-    device = _resolve_device(cell.eval.device)
-    record: dict[str, Any] = {"cell_id": cell.cell_id, "config": cell.config(), "device": str(device),
-                              "versions": versions(), "status": "ok", "reason": "", "n_params": None,
-                              "steps_done": 0, "started": _now()}
+    device = torch.device(spec.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # CUDA events and streams of this cell on its own GPU
+    rec = CellRecord(spec=spec, versions=versions(), started=_now())
     rows: list[dict[str, Any]] = []
     samples_out = None
     step = 0
     step_times: list[float] = []
-    train_time = 0.0
+    clock = _Clock(device)
     stage = "building the task"
     try:
-        random.seed(cell.seed)
-        np.random.seed(cell.seed)
-        torch.manual_seed(cell.seed)
         mem = _PeakMemory(device)
         mem.start()
-        task = get_task(cell.task, dim=None if task_dim(cell.task) is not None else cell.dim, seed=cell.seed,
-                        **cell.task_options)
+        torch.manual_seed(spec.data_seed)  # a task drawing from the global generator still sees the data seed
+        task = get_task(spec.task, dim=None if task_dim(spec.task) is not None else spec.dim, seed=spec.data_seed,
+                        **spec.task_options)
+        random.seed(spec.train_seed)
+        np.random.seed(spec.train_seed)
+        torch.manual_seed(spec.train_seed)
         stage = "building the adapter"
-        cls = adapter_registry()[cell.method]
-        record.update(family=cls.family, objective=cls.objective)
-        adapter = cls(task, dim=cell.dim, layers=cell.layers, seed=cell.seed, device=device, **cell.hparams)
-        record["n_params"] = int(adapter.num_params())
+        cls = adapter_registry()[spec.method]
+        adapter = cls(task, dim=spec.dim, layers=spec.layers, seed=spec.train_seed, device=device, **spec.hparams)
+        if adapter.hparams != spec.hparams:
+            raise CellFailure(f"the adapter resolved hyperparameters {adapter.hparams}, the spec says {spec.hparams}")
+        rec.n_params = int(adapter.num_params())
 
         stage = "training"
         train = task.train.to(device)
-        ckpt_x = task.test[:cell.eval.checkpoint_test]
-        ckpts = set(checkpoint_steps(cell.budget, cell.eval.checkpoints))
-        # with a time cap, also at i/k of the cap (a capped cell may never reach the step checkpoints)
-        k = cell.eval.checkpoints
-        time_marks = [cell.time_cap_s * i / k for i in range(1, k)] if cell.time_cap_s and k > 0 else []
-        gen = torch.Generator().manual_seed(cell.seed)
+        ckpt_x = task.test[:spec.eval.checkpoint_test]
+        ckpts = set(checkpoint_steps(spec.budget, spec.eval.checkpoints))
+        gen = torch.Generator().manual_seed(spec.train_seed)
         batches = _batches(train.shape[0], adapter.batch_size, gen)
         nll_unavailable: str | None = None
-        capped = False
-        for step in range(1, cell.budget + 1):
-            _sync(device)
-            t0 = time.perf_counter()
+        for step in range(1, spec.budget + 1):
+            clock.start()
             batch = train[next(batches).to(device)]
-            t1 = time.perf_counter()
             loss = adapter.train_step(batch)
-            _sync(device)
-            t2 = time.perf_counter()
-            step_times.append(t2 - t1)
-            train_time += t2 - t0
+            step_times.append(clock.stop())
             if not math.isfinite(loss):
                 raise CellFailure(f"diverged at step {step}: loss is {loss}")
-            record["steps_done"] = step
-            capped = cell.time_cap_s is not None and train_time >= cell.time_cap_s
-            timed = bool(time_marks) and train_time >= time_marks[0]
-            while time_marks and train_time >= time_marks[0]:
-                time_marks.pop(0)
-            if (step in ckpts or capped or timed) and nll_unavailable is None:
-                try:
-                    v = float(_mean_nll(adapter, ckpt_x, device).mean())
-                    rows.append({"metric": "nll_at_time", "value": v, "unit": "nats", "status": "ok",
-                                 "step": step, "elapsed_s": train_time})
-                except NLLUnavailable as e:
-                    nll_unavailable = str(e)
-                    rows.append({"metric": "nll_at_time", "value": math.nan, "unit": "nats",
-                                 "status": "unavailable", "reason": nll_unavailable})
+            rec.steps_done = step
+            capped = spec.time_cap_s is not None and clock.wall_s >= spec.time_cap_s and step < spec.budget
+            if capped:
+                rec.status = "capped"
+                rec.reason = (f"stopped by the safety time cap ({spec.time_cap_s:g} s of training) at step {step} "
+                              f"of {spec.budget}")
+            if step in ckpts or capped:
+                v = math.nan
+                if nll_unavailable is None:
+                    try:
+                        v = float(_mean_nll(adapter, ckpt_x, device).mean())
+                    except NLLUnavailable as e:
+                        nll_unavailable = str(e)
+                rec.checkpoints.append(Checkpoint(step, clock.compute_s, clock.wall_s, v))
+                row = {"metric": "nll_at_time", "value": v, "unit": "nats", "step": step,
+                       "compute_s": clock.compute_s, "wall_s": clock.wall_s, "status": "ok"}
+                if nll_unavailable is not None:
+                    row.update(status="unavailable", reason=nll_unavailable)
+                rows.append(row)
             if capped:
                 break
-        rows += _timing_rows(step_times, train_time)
+        rows += _timing_rows(step_times, clock.wall_s)
 
         stage = "evaluating"
-        test_x = task.test if cell.eval.max_test is None else task.test[:cell.eval.max_test]
+        test_x = task.test if spec.eval.max_test is None else task.test[:spec.eval.max_test]
         nll: torch.Tensor | None
         try:
             nll = _mean_nll(adapter, test_x, device)
@@ -272,19 +301,37 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
             rows.append({"metric": "log_z_stderr", "value": float(se), "unit": "nats",
                          "status": "ok" if math.isfinite(se) else "unavailable",
                          "reason": "" if math.isfinite(se) else "no log Z estimate"})
-        samples = adapter.sample(cell.eval.n_samples).detach().to("cpu", torch.float32)
-        if samples.shape != (cell.eval.n_samples, cell.dim):
+        est = getattr(adapter, "log_z_estimate", None)  # EBMs: ESS of the log Z importance weights
+        nll_flag = ("ok", "")
+        if est is not None and nll is not None:
+            from .metrics import nll_reliability
+
+            rows.append({"metric": "log_z_ess", "value": float(est.ess), "unit": "samples", "status": "ok",
+                         "reason": f"{est.ess_fraction:.3g} of {est.n} draws"})
+            nll_flag = nll_reliability(est.ess, est.n)
+        samples = adapter.sample(spec.eval.n_samples).detach().to("cpu", torch.float32)
+        if samples.shape != (spec.eval.n_samples, spec.dim):
             raise CellFailure(f"sample() returned shape {tuple(samples.shape)}, expected "
-                              f"{(cell.eval.n_samples, cell.dim)}")
-        if not torch.isfinite(samples).all():
-            raise CellFailure(f"sample() returned {int((~torch.isfinite(samples)).sum())} non-finite values")
+                              f"{(spec.eval.n_samples, spec.dim)}")
         rows.append({"metric": "peak_memory", "value": mem.mib(), "unit": "MiB", "status": "ok"})
         samples_out = samples[:MAX_SAVED_SAMPLES].numpy()
+
+        stage = "diagnosing"
+        found = diagnose(task, samples, nll)
+        if found is not None:
+            rec.status = "degenerate"
+            rec.reason = found.reason if not rec.reason else f"{found.reason}; {rec.reason}"
+            rec.diagnosis = {"reason": found.reason, "evidence": dict(found.evidence)}
 
         stage = "computing metrics"
         from .metrics import compute_metrics
 
-        metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=cell.seed, density=adapter.density_fn())]
+        metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=spec.train_seed,
+                                                        density=adapter.density_fn())]
+        if nll_flag[0] != "ok":  # the NLL rests on a degenerate log Z estimate
+            for r in metric_rows:
+                if r["metric"] in ("test_nll", "test_bpd", "log_density_error") and r["status"] == "ok":
+                    r.update(status=nll_flag[0], reason=nll_flag[1])
         if nll is None:  # the adapter's own reason is the one worth reporting
             for r in metric_rows:
                 if r["metric"] in ("test_nll", "test_bpd") and r.get("status") == "unavailable":
@@ -296,15 +343,17 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
     except Exception as e:  # noqa: BLE001  (any error of a cell is recorded, the matrix goes on)
         where = f"step {step}" if stage == "training" else stage
         reason = str(e) if isinstance(e, CellFailure) else f"{where}: {type(e).__name__}: {e}"
-        record.update(status="failed", reason=reason, traceback=traceback.format_exc(limit=8))
+        rec.status, rec.reason, rec.traceback = "failed", reason, traceback.format_exc(limit=8)
         if stage == "training":  # the steps that did run were timed
-            rows += _timing_rows(step_times, train_time)
+            rows += _timing_rows(step_times, clock.wall_s)
         rows.append({"metric": "test_nll", "value": math.nan, "unit": "nats", "status": "failed",
                      "reason": reason})
         samples_out = None
-    record["rows"] = rows
-    record["finished"] = record["timestamp"] = _now()
-    return record, samples_out
+    rec.compute_s, rec.wall_s = clock.compute_s, clock.wall_s
+    rec.median_step_s = float(np.median(step_times)) if step_times else None
+    rec.rows = rows
+    rec.finished = _now()
+    return rec.to_dict(), samples_out
 
 
 # ------------------------------------------------------------------------------------------ the matrix
@@ -345,11 +394,11 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     ``workers > 1`` starts a local ``dask.distributed`` cluster of that many single-threaded worker
     processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package
     and any matrix ``imports``; results travel back to this process, which alone writes ``run_dir``).
-    Torch uses one thread per Dask worker; a serial run keeps the process's setting.
+    Every cell runs with ``spec.threads`` torch threads (the matrix's ``eval.threads``), serial or on Dask.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    cells = validate(matrix)
+    cells = validate(matrix)  # every problem refused here, before anything exists on disk
     run_dir = Path(run_dir)
     ids = [c.cell_id for c in cells]
     _prepare_run_dir(run_dir, matrix, ids, resume)
@@ -361,7 +410,7 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     meta.setdefault("started", started)
     meta.setdefault("sessions", []).append({"command": sys.argv, "started": started, "workers": workers,
                                             "scheduler": scheduler, "resume": resume})
-    meta.update(matrix=matrix.name, versions=versions(), device=str(_resolve_device(matrix.eval.device)),
+    meta.update(matrix=matrix.name, versions=versions(), device=", ".join(sorted({c.device for c in cells})),
                 commit=commit, n_cells=len(cells), command=" ".join(sys.argv))
     write_json_atomic(meta_path, meta)
     run_id = meta["run_id"]
@@ -384,13 +433,16 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
 
     df = write_results(run_dir)
     meta["finished"] = _now()
-    meta["n_failed"] = int(sum(json.loads((run_dir / "cells" / f"{i}.json").read_text())["status"] == "failed"
-                               for i in ids if (run_dir / "cells" / f"{i}.json").exists()))
+    statuses = [json.loads((run_dir / "cells" / f"{i}.json").read_text())["status"]
+                for i in ids if (run_dir / "cells" / f"{i}.json").exists()]
+    meta["n_failed"] = statuses.count("failed")
+    meta["n_capped"] = statuses.count("capped")
+    meta["n_degenerate"] = statuses.count("degenerate")
     write_json_atomic(meta_path, meta)
     return df
 
 
-def _run_dask(todo: list[Cell], run_dir: Path, run_id: str, commit: str, workers: int, scheduler: str | None,
+def _run_dask(todo: list[CellSpec], run_dir: Path, run_id: str, commit: str, workers: int, scheduler: str | None,
               bar) -> None:
     import logging
 
@@ -404,7 +456,7 @@ def _run_dask(todo: list[Cell], run_dir: Path, run_id: str, commit: str, workers
     else:
         client = Client(scheduler)
     try:
-        futures = client.map(run_cell, todo, threads=1, pure=False)
+        futures = client.map(run_cell, todo, pure=False)  # each cell sets its own torch threads
         for fut in as_completed(futures):
             rec, samples = fut.result()
             _finish_record(rec, samples, run_dir, run_id, commit)

@@ -110,11 +110,41 @@ def test_ebflow_adapter_rejects_bad_configuration():
         _build("ebflow-ssm", TASKS["flat"], std=1.0)
     with pytest.raises(Unsupported, match="needs an image task"):
         _build("ebflow-ssm", TASKS["flat"], arch="cnn")
-    with pytest.raises(Unsupported, match="unknown arch"):
+    with pytest.raises(ValueError, match=r"arch = 'fc': must be one of \['fc-lu'\]"):
         _build("mle-lu", TASKS["flat"], arch="fc")
     with pytest.raises(ValueError, match="optimizer"):
         _build("ebflow-ml", TASKS["flat"], optimizer="sgd")
     assert "at least one layer" in get("ebflow-ml").check(TASKS["flat"], 2, 0)
+    assert "needs an image task" in get("ebflow-ssm").check(TASKS["flat"], 2, 2, hparams={"arch": "cnn"})
+    assert get("ebflow-ssm").check(TASKS["image"], 16, 2, hparams={"arch": "cnn"}) is None
+
+
+def test_hparam_declarations_resolve_coerce_and_list_every_problem():
+    from ebflow_bench.adapters.base import HParamError
+
+    dsm = get("ebflow-dsm")
+    # YAML reads `5e-2` as a string: accepted as the number; ints where floats are declared become floats
+    got = dsm.resolve_hparams(TASKS["flat"], {"std": "5e-2", "lr": 1, "batch_size": "64"})
+    assert got["std"] == 0.05 and got["lr"] == 1.0 and isinstance(got["lr"], float) and got["batch_size"] == 64
+    # per-task defaults become values: the resolved record never holds "None = decided later"
+    assert dsm.resolve_hparams(TASKS["flat"], {})["std"] == 0.1
+    assert dsm.resolve_hparams(TASKS["image"], {})["std"] == 1.0
+    assert get("ebflow-ssm").resolve_hparams(TASKS["flat"], {})["slices"] == 1
+    assert dsm.resolve_hparams(TASKS["flat"], {"clip": None})["clip"] is None  # optional: None = off
+    with pytest.raises(HParamError) as e:
+        dsm.resolve_hparams(TASKS["flat"], {"batch_size": -4, "lr": "fast", "std": -1, "optimizer": "sgd",
+                                            "arch": "rnn", "ema_decay": 2, "batch": 3, "hidden": 2.5})
+    assert sorted(e.value.problems) == sorted([
+        "unknown hyperparameter(s) ['batch']; known: ['arch', 'batch_size', 'clip', 'ema_decay', 'hidden', 'lr', "
+        "'optimizer', 'std']",
+        "batch_size = -4: must be >= 1", "lr = 'fast': expected a number (float)", "std = -1.0: must be > 0",
+        "optimizer = 'sgd': must be one of ['adam', 'rmsprop']", "arch = 'rnn': must be one of ['fc', 'toy2d', 'cnn']",
+        "ema_decay = 2.0: must be <= 1", "hidden = 2.5: expected an integer"])
+    for name in available():  # every adapter declares every hyperparameter with a type, defaults consistent
+        cls = get(name)
+        assert set(cls.defaults) == set(cls.hparam_spec)
+        assert all(h.type in (int, float, str, bool) for h in cls.hparam_spec.values()), name
+        assert cls.hparam_spec["batch_size"].type is int and cls.hparam_spec["batch_size"].low == 1, name
 
 
 def test_ebflow_nll_and_samples_use_ema_weights():

@@ -89,8 +89,14 @@ def test_run_then_refuse_then_resume(tmp_path, capsys):
     assert (tmp_path / "r" / "results.csv").read_text() == before
     code, _, _ = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--quiet")
     assert code == 0 and len(load_results(out)) == len(load_results(tmp_path / "r" / "results.csv"))
+    # "auto" resolves to the CPU here: the same cells, so the run resumes (nothing left to do)
+    code, _, err = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--device", "auto", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "r" / "results.csv").read_text().count("\n") == before.count("\n")
     code, _, err = _run(capsys, "run", "--matrix", _matrix(tmp_path, seeds=[1]), "--out", out, "--resume")
     assert code == 2 and "started with a different matrix" in err
+    code, _, err = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--device", "mps")
+    assert code == 2 and "bad device 'mps'" in err
 
 
 def test_smoke_preset_end_to_end(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_invalid_m_and_shapes_raise():
         SemiAutoregressiveFlow(2, 1).energy_loss(torch.randn(3, 2), beta=2.0)
     with pytest.raises(ValueError, match="beta"):
         EnergyFlow(toy_task(torch.randn(64, 2)), dim=2, layers=1, seed=0, beta=3.0)
-    with pytest.raises(ValueError, match="m \\(model samples"):
+    with pytest.raises(ValueError, match="energy-flow-saef: m = 1: must be >= 2"):  # the declared range
         EnergyFlowSAEF(toy_task(torch.randn(64, 2)), dim=2, layers=1, seed=0, m=1)
 
 

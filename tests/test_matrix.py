@@ -33,9 +33,11 @@ def test_toml_and_yaml_give_the_same_cells(tmp_path):
     a, b = load_matrix(tmp_path / "m.toml"), load_matrix(tmp_path / "m.yaml")
     ca, cb = validate(a), validate(b)
     assert [c.cell_id for c in ca] == [c.cell_id for c in cb]
-    assert len(ca) == 4 and ca[0].hparams == {"lr": 0.1} and ca[0].eval.n_samples == 50
+    assert len(ca) == 4 and ca[0].hparams == {"lr": 0.1, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0,
+                                              "sample_scale": 1.0}
+    assert ca[0].eval.n_samples == 50
     # deterministic order (dims, then seeds) and ids that depend on every setting
-    assert [(c.dim, c.seed) for c in ca] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert [(c.dim, c.data_seed, c.train_seed) for c in ca] == [(2, 0, 0), (2, 1, 1), (3, 0, 0), (3, 1, 1)]
     assert len({c.cell_id for c in ca}) == 4
     assert all(len(c.cell_id) == 12 for c in ca)
     other = validate(matrix_from_dict(_spec(hparams={"test-diag": {"lr": 0.2}})))
@@ -47,7 +49,7 @@ def test_blocks_union_and_fixed_dim_default():
                                       {"dims": [2], "seeds": [0]}]))
     cells = validate(m)
     # the second extra block duplicates a top-level cell: dropped
-    assert [(c.task, c.dim, c.seed) for c in cells] == [
+    assert [(c.task, c.dim, c.train_seed) for c in cells] == [
         ("test-gauss", 2, 0), ("test-gauss", 2, 1), ("test-gauss", 3, 0), ("test-gauss", 3, 1),
         ("test-fixed2", 2, 0)]
 
@@ -121,7 +123,7 @@ def test_block_hparams_override_the_matrix_ones_for_that_block_only():
     m = matrix_from_dict(_spec(hparams={"test-diag": {"lr": 0.1}}, dims=[2], seeds=[0],
                                block=[{"dims": [3], "hparams": {"test-diag": {"lr": 0.3}}}]))
     cells = validate(m)
-    assert [(c.dim, c.hparams) for c in cells] == [(2, {"lr": 0.1}), (3, {"lr": 0.3})]
+    assert [(c.dim, c.hparams["lr"]) for c in cells] == [(2, 0.1), (3, 0.3)]
     probs = _problems(block=[{"dims": [3], "hparams": {"test-diag": {"lrr": 1}, "other": {"lr": 1}}}])
     assert any(p.startswith("block 1: unknown hyperparameter(s) ['lrr'] for 'test-diag'") for p in probs)
     assert any(p.startswith("block 1: hparams given for 'other'") for p in probs)
@@ -139,3 +141,82 @@ def test_unavailable_optional_data_skips_its_cells_with_the_reason(monkeypatch, 
     assert {c.task for c in cells} == {"test-gauss"} and len(cells) == 4
     probs = _problems(tasks=["power"], dims=None)
     assert probs[0].startswith("task 'power' unavailable:") and probs[-1] == "no cell of the matrix can run"
+
+
+def test_hparam_types_ranges_devices_and_arch_listed_together_before_any_file(tmp_path):
+    from ebflow_bench.runner import run_matrix
+
+    spec = {"name": "bad", "methods": ["ebflow-dsm", "mle-lu"], "tasks": ["checkerboard"], "layers": [2],
+            "seeds": [0], "budgets": [5],
+            "hparams": {"ebflow-dsm": {"batch_size": -4, "lr": "fast", "std": -1, "optimizer": "sgd"},
+                        "mle-lu": {"batch_size": 0}},
+            "eval": {"device": "mps", "threads": 0}}
+    out = tmp_path / "never"
+    with pytest.raises(MatrixError) as e:
+        run_matrix(matrix_from_dict(spec), out, progress=False)
+    assert sorted(e.value.problems) == sorted([
+        "ebflow-dsm: batch_size = -4: must be >= 1", "ebflow-dsm: lr = 'fast': expected a number (float)",
+        "ebflow-dsm: std = -1.0: must be > 0", "ebflow-dsm: optimizer = 'sgd': must be one of ['adam', 'rmsprop']",
+        "mle-lu: batch_size = 0: must be >= 1", "eval.threads = 0: must be an integer >= 1",
+        "bad device 'mps': expected 'cpu', 'cuda', 'cuda:N' or 'auto'"])
+    assert not out.exists()
+    # an architecture the task cannot take is found by the adapter's check, with the resolved hparams
+    spec = {**spec, "hparams": {"ebflow-dsm": {"arch": "cnn"}}, "eval": {}}
+    with pytest.raises(MatrixError, match=r"impossible cell ebflow-dsm on checkerboard \(D=2, L=2\): arch='cnn' "
+                                          "needs an image task"):
+        run_matrix(matrix_from_dict(spec), out, progress=False)
+    assert not out.exists()
+
+
+def test_yaml_scientific_notation_is_a_number_and_per_task_values_are_resolved(tmp_path):
+    (tmp_path / "m.yaml").write_text("methods: [ebflow-dsm, ebflow-fdssm]\ntasks: [checkerboard]\nlayers: [2]\n"
+                                     "budgets: [5]\nhparams:\n  ebflow-dsm:\n    std: 5e-2\n    lr: 1e-4\n")
+    cells = validate(load_matrix(tmp_path / "m.yaml"))
+    assert yaml.safe_load("std: 5e-2")["std"] == "5e-2"  # what YAML gives (a string)
+    assert cells[0].hparams["std"] == 0.05 and cells[0].hparams["lr"] == 1e-4
+    assert cells[1].hparams["eps"] == 0.1  # "None: per task" resolved to the value used on a non-image task
+    assert all(None not in (c.hparams.get("std", 0), c.hparams.get("eps", 0)) for c in cells)
+
+
+def test_seed_kinds_method_budgets_and_ids():
+    def no_seeds(**over):
+        return {k: v for k, v in _spec(**over).items() if k != "seeds"}
+
+    cells = validate(matrix_from_dict(no_seeds(data_seeds=[0, 1], train_seeds=[5, 6, 7], dims=[2])))
+    assert [(c.data_seed, c.train_seed) for c in cells] == [(d, t) for d in (0, 1) for t in (5, 6, 7)]
+    assert len({c.cell_id for c in cells}) == 6 and len({c.config_key for c in cells}) == 1
+    only_train = validate(matrix_from_dict(no_seeds(dims=[2], train_seeds=[3])))
+    assert [(c.data_seed, c.train_seed) for c in only_train] == [(0, 3)]
+    with pytest.raises(MatrixError, match="give `seeds` .* or `data_seeds`/`train_seeds`, not both"):
+        matrix_from_dict(_spec(data_seeds=[1]))
+    # a block's own seeds replace the top level's
+    m = matrix_from_dict(_spec(dims=[2], block=[{"train_seeds": [9], "dims": [3]}]))
+    assert [(c.dim, c.data_seed, c.train_seed) for c in validate(m)] == [(2, 0, 0), (2, 1, 1), (3, 0, 9)]
+    m = matrix_from_dict(_spec(dims=[2], seeds=[0], methods=["test-diag", "test-nonll"],
+                               method_budgets={"test-nonll": [7, 8]}))
+    assert [(c.method, c.budget) for c in validate(m)] == [("test-diag", 10), ("test-nonll", 7), ("test-nonll", 8)]
+    assert "bad method_budgets.test-diag [0]: must be integers >= 1" in _problems(method_budgets={"test-diag": 0})
+    # config_key ignores only the seeds; cell_id hashes everything, including the resolved device and threads
+    a, b = validate(matrix_from_dict(_spec(dims=[2])))
+    assert a.config_key == b.config_key and a.cell_id != b.cell_id and a.device == "cpu"
+    (c,) = validate(matrix_from_dict(_spec(dims=[2], seeds=[0], eval={"threads": 2})))
+    assert c.config_key != a.config_key and c.threads == 2
+    (d,) = validate(matrix_from_dict(_spec(dims=[2], seeds=[0], eval={"device": "auto"})))
+    assert d == a and d.cell_id == a.cell_id  # "auto" on a CPU machine is the CPU cell
+
+
+def test_cell_spec_and_record_round_trip_through_json():
+    from ebflow_bench.cell import CellRecord, CellSpec, Checkpoint
+
+    (spec, _) = validate(matrix_from_dict(_spec(dims=[2])))[:2]
+    again = CellSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.cell_id == spec.cell_id and again.config_key == spec.config_key
+    rec = CellRecord(spec, status="capped", reason="r", steps_done=3, compute_s=1.5, wall_s=2.0,
+                     checkpoints=[Checkpoint(3, 1.5, 2.0, 0.7)], rows=[{"metric": "x", "value": 1.0}])
+    back = CellRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert back == rec and back.to_dict()["cell_id"] == spec.cell_id
+    with pytest.raises(ValueError, match="cell status 'weird'"):
+        CellRecord(spec, status="weird")
+    tampered = {**rec.to_dict(), "cell_id": "000000000000"}
+    with pytest.raises(ValueError, match="its spec hashes to"):
+        CellRecord.from_dict(tampered)

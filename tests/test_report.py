@@ -18,10 +18,7 @@ from ebflow_bench import published
 from ebflow_bench.report import build_report, quality_stats, quality_table, speedup_table, tables
 
 T = importlib.import_module("ebflow_bench.report.tables")  # the module (``report.tables`` is also a function)
-
-COLUMNS = ["run_id", "cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget",
-           "metric", "value", "unit", "status", "reason", "cell_status", "step", "elapsed_s", "n_params", "device",
-           "versions", "commit", "timestamp"]
+from ebflow_bench.results import COLUMNS  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAIL_REASON = "diverged at step 7: loss is nan"
 PARTIAL_REASON = "training: RuntimeError: singular matrix"
@@ -40,18 +37,24 @@ class _Rows:
         self.n = 0
 
     def cell(self, method: str, task: str, dim: int, layers: int, seed: int, metrics: list[tuple],
-             failed: str | None = None) -> str:
+             failed: str | None = None, hparams: dict | None = None, status: str | None = None,
+             steps: int = 50) -> str:
         self.n += 1
         cid = f"c{self.n:04d}"
-        base = dict(run_id="fixture-run", cell_id=cid, method=method, family=method.split("-")[0],
-                    objective=method.split("-")[-1], task=task, dim=dim, layers=layers, seed=seed, budget=50,
-                    step=math.nan, elapsed_s=math.nan, n_params=100, device="cpu",
-                    versions=json.dumps({"torch": "2.13.0"}), commit="abc1234", timestamp="2024-01-01T00:00:00",
-                    cell_status="failed" if failed else "ok")
-        for m in metrics:  # (metric, value, unit, status[, reason[, step, elapsed_s]])
-            metric, value, unit, status, reason, step, elapsed = (*m, *("", math.nan, math.nan)[len(m) - 4:])
-            self.rows.append({**base, "metric": metric, "value": value, "unit": unit, "status": status,
-                              "reason": reason, "step": step, "elapsed_s": elapsed})
+        base = dict(run_id="fixture-run", cell_id=cid, config_key=f"k-{method}-{task}-{dim}-{layers}",
+                    method=method, family=method.split("-")[0], objective=method.split("-")[-1], task=task, dim=dim,
+                    layers=layers, hparams=json.dumps(hparams or {"lr": 0.001}), data_seed=seed, train_seed=seed,
+                    budget=50, steps_done=steps, threads=1, step=math.nan, compute_s=0.5, wall_s=0.6, n_params=100,
+                    device="cpu", versions=json.dumps({"torch": "2.13.0"}), commit="abc1234",
+                    timestamp="2024-01-01T00:00:00", cell_status=status or ("failed" if failed else "ok"),
+                    cell_reason=failed or "")
+        if hparams:
+            base["config_key"] += json.dumps(hparams, sort_keys=True)
+        for m in metrics:  # (metric, value, unit, status[, reason[, step, compute_s]])
+            metric, value, unit, status_, reason, step, compute = (*m, *("", math.nan, math.nan)[len(m) - 4:])
+            self.rows.append({**base, "metric": metric, "value": value, "unit": unit, "status": status_,
+                              "reason": reason, "step": step,
+                              **({"compute_s": compute, "wall_s": 1.2 * compute} if step == step else {})})
         if failed:
             self.rows.append({**base, "metric": "test_nll", "value": math.nan, "unit": "nats", "status": "failed",
                               "reason": failed})
@@ -133,7 +136,7 @@ def test_report_files_and_pngs(report):
     assert report.name == "report.md" and (out / "report.html").is_file()
     pngs = sorted((out / "figures").glob("*.png"))
     names = {p.name for p in pngs}
-    assert {"scaling_D.png", "scaling_L.png", "time_to_quality.png", "samples_checkerboard.png",
+    assert {"scaling_D.png", "scaling_L.png", "equal_compute.png", "samples_checkerboard.png",
             "samples_mixture-4modes.png", "samples_digits.png", "asv_history.png"} <= names
     md = report.read_text()
     for p in pngs:
@@ -312,3 +315,96 @@ def test_unreliable_values_are_not_results(run_dir):
     df = df.assign(status=df["status"].where(~hit, "unreliable"), reason=df["reason"].where(~hit, why))
     st = quality_stats(df).set_index(["task", "method", "metric"]).loc[("checkerboard", "ebflow-ml", "test_nll")]
     assert st["status"] == "n/a" and st["reason"] == f"unreliable: {why}" and math.isnan(st["mean"])
+# ------------------------------------------------------------------ configurations, duplicates, equal compute
+
+PLUGIN = str(Path(__file__).with_name("test_runner.py").resolve())  # registers test-diag and test-gauss
+
+
+def _two_lr_matrix(tmp_path: Path, seeds: str = "[0, 1]") -> Path:
+    p = tmp_path / "two.toml"
+    p.write_text(f'name = "two"\nimports = [{json.dumps(PLUGIN)}]\ntasks = ["test-gauss"]\ndims = [2]\n'
+                 f'layers = [1]\nseeds = {seeds}\nbudgets = [40]\nmethods = ["test-diag"]\n'
+                 '[hparams.test-diag]\nlr = 0.05\n'
+                 '[[block]]\n[block.hparams.test-diag]\nlr = 0.2\n'
+                 '[eval]\nn_samples = 200\ncheckpoints = 2\n')
+    return p
+
+
+def test_blocks_differing_in_one_hparam_are_two_configurations_and_two_rows(tmp_path):
+    from ebflow_bench.matrix import load_matrix
+    from ebflow_bench.runner import run_matrix
+
+    df = run_matrix(load_matrix(_two_lr_matrix(tmp_path)), tmp_path / "run", progress=False)
+    assert df["config_key"].nunique() == 2 and df["cell_id"].nunique() == 4
+    assert sorted(json.loads(h)["lr"] for h in df.drop_duplicates("config_key")["hparams"]) == [0.05, 0.2]
+    q = tables(tmp_path / "run")["quality"]
+    assert sorted(q["label"]) == ["test-diag [lr=0.05]", "test-diag [lr=0.2]"] and len(q) == 2
+    stats = quality_stats(df)
+    assert set(stats.loc[stats["metric"].eq("test_nll"), "n_cells"]) == {2}  # seeds averaged, configs not
+    md = build_report([tmp_path / "run"], tmp_path / "out").read_text()
+    assert "| test-diag [lr=0.05] |" in md and "| test-diag [lr=0.2] |" in md
+    assert "L = 1, 40 steps" in md  # the steps actually done
+
+
+def test_overlapping_run_folders_count_each_cell_once(tmp_path):
+    from ebflow_bench.matrix import load_matrix
+    from ebflow_bench.results import DuplicateCells, load_results
+    from ebflow_bench.runner import run_matrix
+
+    run_matrix(load_matrix(_two_lr_matrix(tmp_path, "[0]")), tmp_path / "a", progress=False)
+    run_matrix(load_matrix(_two_lr_matrix(tmp_path, "[0, 1]")), tmp_path / "b", progress=False)
+    with pytest.warns(DuplicateCells, match="counted once"):
+        both = load_results([tmp_path / "a", tmp_path / "b"], dedupe=True)
+    assert both["cell_id"].nunique() == 4 and len(both) == len(load_results(tmp_path / "b"))
+    with pytest.warns(DuplicateCells):
+        stats = tables([tmp_path / "a", tmp_path / "b"])["quality_stats"]
+    assert set(stats.loc[stats["metric"].eq("test_nll"), "n_cells"]) == {2}
+    with pytest.warns(DuplicateCells):
+        md = build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out").read_text()
+    assert "Duplicate cells:" in md and "repeats 2 cell(s)" in md
+
+
+def test_capped_and_degenerate_cells_are_marked_and_never_ranked(tmp_path):
+    rows = _Rows()
+    for seed in (0, 1):
+        rows.cell("ebflow-ml", "checkerboard", 2, 2, seed, [("test_nll", 3.0, "nats", "ok")])
+        rows.cell("ebflow-dsm", "checkerboard", 2, 2, seed, [("test_nll", 2.0, "nats", "ok")], status="capped",
+                  steps=17)
+    rows.cell("ebflow-ssm", "checkerboard", 2, 2, 0, [("test_nll", 1.0, "nats", "ok")], status="degenerate")
+    df = pd.DataFrame(rows.rows, columns=COLUMNS)
+    q = quality_table(df, mark_best=True).set_index("method")
+    assert q.loc["ebflow-ml", "test_nll"] == "**3 ± 0**"  # the only complete configuration is the best
+    assert q.loc["ebflow-dsm", "test_nll"] == "2 ± 0 (capped)" and q.loc["ebflow-dsm", "steps"] == "17"
+    assert q.loc["ebflow-ssm", "test_nll"] == "1 (degenerate)"
+    from ebflow_bench.report.tables import flagged
+
+    t = flagged(df)
+    assert sorted(t["status"]) == ["capped", "capped", "degenerate"] and set(t["steps_done"]) == {17, 50}
+
+
+def test_equal_compute_interpolates_inside_each_range_only():
+    from ebflow_bench.report.tables import equal_compute
+
+    rows = _Rows()
+    # NLL falls linearly in compute: a from 10 to 4 over [1, 4] s, b from 8 to 6 over [2, 8] s (two seeds)
+    for seed in (0, 1):
+        rows.cell("ebflow-ml", "checkerboard", 2, 2, seed,
+                  [("nll_at_time", 10 - 2 * (c - 1), "nats", "ok", "", k, c) for k, c in enumerate((1, 2, 3, 4))])
+        rows.cell("ebflow-dsm", "checkerboard", 2, 2, seed,
+                  [("nll_at_time", 8 - (c - 2) / 3 + seed, "nats", "ok", "", k, c) for k, c in
+                   enumerate((2, 5, 8))])
+    eq = equal_compute(pd.DataFrame(rows.rows, columns=COLUMNS))
+    points = sorted(eq["compute_s"].unique())
+    assert points[0] == 2.0 and points[-1] == 4.0  # inside the overlap [2, 4] of the two curves
+    at = eq.set_index(["method", "compute_s"])["nll"]
+    for c in points:
+        assert at[("ebflow-ml", c)] == pytest.approx(10 - 2 * (c - 1))
+        assert at[("ebflow-dsm", c)] == pytest.approx(8 - (c - 2) / 3 + 0.5)  # mean over the two seeds
+    rows2 = _Rows()  # disjoint ranges: points over the union, blank outside each curve
+    rows2.cell("ebflow-ml", "checkerboard", 2, 2, 0,
+               [("nll_at_time", 5.0 - c, "nats", "ok", "", k, c) for k, c in enumerate((1.0, 2.0))])
+    rows2.cell("ebflow-dsm", "checkerboard", 2, 2, 0,
+               [("nll_at_time", 9.0 - c, "nats", "ok", "", k, c) for k, c in enumerate((10.0, 20.0))])
+    eq = equal_compute(pd.DataFrame(rows2.rows, columns=COLUMNS)).set_index(["method", "compute_s"])["nll"]
+    assert eq[("ebflow-ml", 1.0)] == pytest.approx(4.0) and np.isnan(eq[("ebflow-ml", 20.0)])
+    assert eq[("ebflow-dsm", 20.0)] == pytest.approx(-11.0) and np.isnan(eq[("ebflow-dsm", 1.0)])

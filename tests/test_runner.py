@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ebflow_bench.adapters.base import _REGISTRY, Adapter, NLLUnavailable, register
+from ebflow_bench.adapters.base import _REGISTRY, Adapter, HParam, NLLUnavailable, register
 from ebflow_bench.tasks import Task, available_tasks, register_task
 
 PLUGIN = str(Path(__file__).resolve())
@@ -51,7 +51,9 @@ class DiagGauss(Adapter):
     name = "test-diag"
     family = "mle-flow"
     objective = "ml"
-    defaults = {"lr": 0.05, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0}
+    hparam_spec = {"lr": HParam(0.05, float, low=1e-9), "batch_size": HParam(128, int, low=1),
+                   "nan_at_step": HParam(0, int, low=0), "step_delay": HParam(0.0, float, low=0.0),
+                   "sample_scale": HParam(1.0, float, doc="multiplies the samples' spread (1e6: exploding)")}
 
     @classmethod
     def check(cls, task: Task, dim: int, layers: int) -> str | None:
@@ -87,7 +89,8 @@ class DiagGauss(Adapter):
     def sample(self, n: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed + 1)
         with torch.no_grad():
-            return (self.mu.cpu() + torch.exp(self.log_sd.cpu()) * torch.randn(n, self.dim, generator=g)).float()
+            sd = torch.exp(self.log_sd.cpu()) * self.hparams["sample_scale"]
+            return (self.mu.cpu() + sd * torch.randn(n, self.dim, generator=g)).float()
 
     def num_params(self) -> int:
         return 2 * self.dim
@@ -126,8 +129,9 @@ from ebflow_bench.results import load_results  # noqa: E402
 from ebflow_bench.runner import TIMING_METRICS, RunDirExists, checkpoint_steps, run_matrix  # noqa: E402
 
 KEY = ["cell_id", "metric", "step"]
-NON_TIMING = ["cell_id", "method", "family", "objective", "task", "dim", "layers", "seed", "budget", "metric",
-              "value", "unit", "status", "reason", "step", "n_params"]
+NON_TIMING = ["cell_id", "config_key", "method", "family", "objective", "task", "dim", "layers", "hparams",
+              "data_seed", "train_seed", "budget", "steps_done", "threads", "metric", "value", "unit", "status",
+              "reason", "cell_status", "step", "n_params", "device"]
 
 
 def _matrix_file(tmp_path: Path, extra: str = "", **over) -> Path:
@@ -167,11 +171,23 @@ def test_serial_run_learns_the_gaussian_and_writes_the_run_dir(tmp_path):
     got = df.set_index("metric").loc["test_nll", "value"]
     assert abs(got - true_nll) < 0.1, (got, true_nll)
     assert np.allclose(samples.mean(0), torch.linspace(-1, 1, 3).numpy(), atol=0.15)
-    # time-to-quality: 3 checkpoints at steps 100/200/300, elapsed time increasing, NLL improving
+    # time-to-quality: 3 checkpoints at steps 100/200/300, compute and wall time increasing, NLL improving
     tq = df[df["metric"] == "nll_at_time"].sort_values("step")
     assert tq["step"].tolist() == [100, 200, 300]
-    assert (tq["elapsed_s"].diff().dropna() > 0).all()
+    assert (tq["wall_s"].diff().dropna() > 0).all() and (tq["compute_s"].diff().dropna() >= 0).all()
     assert tq["value"].iloc[0] > tq["value"].iloc[-1]
+    # the record holds the same checkpoints, the totals and the median step; rows copy the contract
+    rec = json.loads((run / "cells" / f"{cell_id}.json").read_text())
+    assert [c["step"] for c in rec["checkpoints"]] == [100, 200, 300]
+    assert [c["nll"] for c in rec["checkpoints"]] == tq["value"].tolist()
+    assert rec["status"] == "ok" and rec["steps_done"] == 300 and rec["spec"]["budget"] == 300
+    assert rec["compute_s"] == rec["checkpoints"][-1]["compute_s"] > 0 and rec["median_step_s"] > 0
+    other = df[df["metric"] != "nll_at_time"]
+    assert (other["compute_s"] == rec["compute_s"]).all() and (other["wall_s"] == rec["wall_s"]).all()
+    assert (df["steps_done"] == 300).all() and (df["threads"] == 1).all() and (df["cell_status"] == "ok").all()
+    assert json.loads(df["hparams"].iloc[0]) == rec["spec"]["hparams"] == {
+        "lr": 0.05, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0, "sample_scale": 1.0}
+    assert (df["config_key"] == rec["config_key"]).all() and (df["data_seed"] == 0).all()
     for metric in TIMING_METRICS[:3]:
         v = df.set_index("metric").loc[metric, "value"]
         assert v >= 0 and np.isfinite(v), metric
@@ -263,14 +279,44 @@ def test_real_adapters_run_and_repeat_exactly(tmp_path):
     assert set(a["family"]) == {"energy-flow", "flowmc-ebm"}
 
 
-def test_time_capped_cell_checkpoints_at_fractions_of_the_cap(tmp_path):
-    """A cell stopped by its time cap long before its step checkpoints still gets a time-to-quality curve: one
-    checkpoint past each third of the cap, and one at the cap."""
-    m = load_matrix(_matrix_file(tmp_path, budgets="[100000000]", seeds="[0]", dims="[2]", time_cap_s="0.6"))
+def test_time_cap_is_a_safety_limit_recorded_as_capped(tmp_path):
+    """A cell stopped by its safety cap is `capped` (reason: the step), with a checkpoint at that step, and still
+    evaluated; uncapped cells of the same matrix stay `ok`."""
+    m = load_matrix(_matrix_file(tmp_path, budgets="[100000000]", seeds="[0]", dims="[2]", time_cap_s="0.4"))
     df = run_matrix(m, tmp_path / "run", progress=False)
-    tq = df[df["metric"] == "nll_at_time"].sort_values("step")
-    assert len(tq) == 3 and (tq["step"] < 50_000_000).all()  # no step checkpoint was reached
-    elapsed = tq["elapsed_s"].to_numpy()
-    assert elapsed[0] >= 0.2 and elapsed[1] >= 0.4 and elapsed[2] >= 0.6
-    assert elapsed[0] < 0.4 and elapsed[1] < 0.6  # the first step past each mark, not later ones
-    assert (np.diff(tq["step"].to_numpy()) > 0).all()
+    (cid,) = df["cell_id"].unique()
+    rec = json.loads((tmp_path / "run" / "cells" / f"{cid}.json").read_text())
+    assert rec["status"] == "capped" and (df["cell_status"] == "capped").all()
+    n = rec["steps_done"]
+    assert 1 <= n < 100_000_000 and f"at step {n} of 100000000" in rec["reason"] and rec["wall_s"] >= 0.4
+    assert rec["checkpoints"][-1]["step"] == n and (df["steps_done"] == n).all()
+    assert df.set_index("metric").loc["test_nll", "status"] == "ok"
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["n_capped"] == 1 and meta["n_failed"] == 0
+
+
+def test_exploding_samples_make_a_degenerate_cell(tmp_path):
+    m = load_matrix(_matrix_file(tmp_path, seeds="[0]", dims="[2]", budgets="[20]",
+                                 extra="[hparams.test-diag]\nsample_scale = 1e7\n"))
+    df = run_matrix(m, tmp_path / "run", progress=False)
+    (cid,) = df["cell_id"].unique()
+    rec = json.loads((tmp_path / "run" / "cells" / f"{cid}.json").read_text())
+    assert rec["status"] == "degenerate" and "samples exploded" in rec["reason"]
+    assert rec["diagnosis"]["evidence"]["max_abs_sample"] > 1e3 * rec["diagnosis"]["evidence"]["max_abs_train"]
+    assert (df["cell_status"] == "degenerate").all()
+
+
+def test_busy_machine_gives_identical_non_timing_results(tmp_path):
+    """Budgets are steps: the same matrix with a CPU-burning process beside it gives bit-identical results (only
+    the timing columns differ)."""
+    m = load_matrix(_matrix_file(tmp_path, budgets="[80]", seeds="[0, 1]", dims="[3]",
+                                 methods='["test-diag", "ebflow-dsm"]'))
+    quiet = run_matrix(m, tmp_path / "quiet", progress=False)
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 60: pass"])
+    try:
+        busy = run_matrix(m, tmp_path / "busy", progress=False)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert quiet["cell_id"].nunique() == 4 and (quiet["cell_status"] == "ok").all()
+    pd.testing.assert_frame_equal(_non_timing(busy), _non_timing(quiet))

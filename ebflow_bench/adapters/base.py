@@ -12,12 +12,20 @@ task at a given size (``dim``) and depth (``layers``), owns its model and optimi
   the default is ``-nll(x)`` (so it raises :class:`NLLUnavailable` when ``nll`` does); EBMs override it with
   their energy (no log Z needed). ``density_fn()`` gives it to the metrics as a CPU callable, or None.
 
+Hyperparameters are declared once per adapter in ``hparam_spec`` (name -> :class:`HParam`: default, type,
+range or choices); ``resolve_hparams(task, given)`` merges the defaults, coerces and checks every value and turns
+per-task defaults (``None`` with ``per_task=True``) into values, raising one :class:`HParamError` that lists
+every problem. ``defaults`` is derived (``{name: spec.default}``); an adapter that only sets a ``defaults`` dict
+(older plugins) gets an inferred spec (type of each default, no range).
+
 Adapters are registered by name with :func:`register`; the harness looks them up with :func:`get`.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +41,103 @@ class Unsupported(ValueError):
     """Raised when an adapter cannot be built for a task (e.g. an image-only flow on a 2-D toy)."""
 
 
+class HParamError(ValueError):
+    """Hyperparameters that cannot be used; ``problems`` lists every one (the message too)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class HParam:
+    """The declaration of one hyperparameter: default, type, inclusive range or choices.
+
+    ``type`` is ``float``, ``int``, ``str`` or ``bool`` (an int is accepted where a float is declared, and a
+    string that parses as a number, e.g. YAML's ``5e-2``, where a number is); ``object`` means unchecked (only
+    inferred for plugins that declare a plain ``defaults`` dict). ``optional``: ``None`` is a legal setting
+    (e.g. ``clip = None``: no clipping). ``per_task``: the default ``None`` means "chosen per task" by the
+    adapter's :meth:`Adapter.resolve_hparams`, which replaces it with a value.
+    """
+
+    default: Any
+    type: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    optional: bool = False
+    per_task: bool = False
+    doc: str = ""
+
+    def coerce(self, name: str, value: Any) -> tuple[Any, str | None]:
+        """``(value, None)`` with the value converted to the declared type, or ``(value, problem)``."""
+        if value is None:
+            if self.optional or self.per_task:
+                return None, None
+            return value, f"{name} = None is not allowed (expected {self.type.__name__})"
+        t = self.type
+        if t is object:
+            return value, None
+        if t in (float, int):
+            if isinstance(value, str):
+                try:
+                    value = float(value) if t is float else int(value.strip())
+                except ValueError:
+                    try:
+                        f = float(value)
+                        value = int(f) if f.is_integer() else value
+                    except ValueError:
+                        pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return value, f"{name} = {value!r}: expected a number ({t.__name__})"
+            if t is int:
+                if isinstance(value, float):
+                    if not value.is_integer():
+                        return value, f"{name} = {value!r}: expected an integer"
+                    value = int(value)
+            else:
+                value = float(value)
+                if not math.isfinite(value):
+                    return value, f"{name} = {value!r}: expected a finite number"
+            if self.low is not None and value < self.low:
+                bound = "> 0" if self.low == _POSITIVE else f">= {self.low:g}"
+                return value, f"{name} = {value!r}: must be {bound}"
+            if self.high is not None and value > self.high:
+                return value, f"{name} = {value!r}: must be <= {self.high:g}"
+        elif t is bool:
+            if not isinstance(value, bool):
+                return value, f"{name} = {value!r}: expected true or false"
+        elif t is str:
+            if not isinstance(value, str):
+                return value, f"{name} = {value!r}: expected a string"
+        elif not isinstance(value, t):
+            return value, f"{name} = {value!r}: expected {t.__name__}"
+        if self.choices is not None and value not in self.choices:
+            return value, f"{name} = {value!r}: must be one of {list(self.choices)}"
+        return value, None
+
+
+_POSITIVE = 5e-324  # the smallest positive float: "low = _POSITIVE" reads "> 0"
+
+
+def positive(default: Any, doc: str = "", **kw: Any) -> HParam:
+    """A float hyperparameter that must be > 0."""
+    return HParam(default, float, low=_POSITIVE, doc=doc, **kw)
+
+
+def count(default: Any, low: int = 1, doc: str = "", **kw: Any) -> HParam:
+    """An integer hyperparameter >= ``low``."""
+    return HParam(default, int, low=low, doc=doc, **kw)
+
+
+def _infer_spec(defaults: dict[str, Any]) -> dict[str, HParam]:
+    out = {}
+    for k, v in defaults.items():
+        t = type(v) if isinstance(v, (bool, int, float, str)) else object
+        out[k] = HParam(v, t, optional=v is None)
+    return out
+
+
 class Adapter(abc.ABC):
     #: registry key, e.g. "ebflow-ssm"
     name: ClassVar[str] = ""
@@ -40,27 +145,64 @@ class Adapter(abc.ABC):
     family: ClassVar[str] = ""
     #: training objective, e.g. "ssm", "energy-score", "flowmc", "ula", "ml"
     objective: ClassVar[str] = ""
-    #: default hyperparameters; overridden by the matrix's per-method hparams
+    #: declared hyperparameters (name -> HParam); the matrix's per-method hparams override the defaults
+    hparam_spec: ClassVar[dict[str, HParam]] = {}
+    #: ``{name: spec.default}``, derived from ``hparam_spec`` (set by ``__init_subclass__``)
     defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        own_spec, own_defaults = "hparam_spec" in cls.__dict__, "defaults" in cls.__dict__
+        if own_defaults and not own_spec:  # a plugin declaring only a defaults dict: infer the types
+            cls.hparam_spec = _infer_spec(dict(cls.__dict__["defaults"]))
+        cls.defaults = {k: h.default for k, h in cls.hparam_spec.items()}
 
     def __init__(self, task: Task, *, dim: int, layers: int, seed: int,
                  device: torch.device | str = "cpu", **hparams: Any) -> None:
-        unknown = set(hparams) - set(self.defaults)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; "
-                             f"known: {sorted(self.defaults)}")
         self.task = task
         self.dim = int(dim)
         self.layers = int(layers)
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        try:
+            self.hparams: dict[str, Any] = self.resolve_hparams(task, hparams)
+        except HParamError as e:
+            raise ValueError(f"{self.name}: {e}") from None
         torch.manual_seed(self.seed)
         self.build()
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
-        """Return None if this adapter can run on ``task`` at ``dim``/``layers``, else the reason it cannot."""
+    def resolve_hparams(cls, task: Task | None, given: dict[str, Any]) -> dict[str, Any]:
+        """Every hyperparameter's value for ``task``: defaults merged with ``given``, each value coerced to its
+        declared type and checked against its range or choices, per-task defaults resolved (subclasses override
+        :meth:`per_task_value`). Raises :class:`HParamError` listing every problem."""
+        spec = cls.hparam_spec
+        problems = []
+        unknown = sorted(set(given) - set(spec))
+        if unknown:
+            problems.append(f"unknown hyperparameter(s) {unknown}; known: {sorted(spec)}")
+        out: dict[str, Any] = {}
+        for name, h in spec.items():
+            value, problem = h.coerce(name, given.get(name, h.default))
+            if problem:
+                problems.append(problem)
+            out[name] = value
+        if problems:
+            raise HParamError(problems)
+        for name, h in spec.items():
+            if h.per_task and out[name] is None and task is not None:
+                out[name] = cls.per_task_value(name, task)
+        return out
+
+    @classmethod
+    def per_task_value(cls, name: str, task: Task) -> Any:
+        """The value of the per-task hyperparameter ``name`` (declared with ``per_task=True``) on ``task``."""
+        raise NotImplementedError(f"{cls.name}: no per-task value for {name!r}")
+
+    @classmethod
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
+        """Return None if this adapter can run on ``task`` at ``dim``/``layers`` with the resolved ``hparams``
+        (None: the defaults), else the reason it cannot."""
         return None
 
     @abc.abstractmethod

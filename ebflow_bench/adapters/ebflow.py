@@ -40,7 +40,7 @@ from ebflow.preprocessing import LogitTransform
 from ebflow.training import train_step
 
 from ..tasks import Task
-from .base import Adapter, Unsupported, register
+from .base import Adapter, HParam, Unsupported, count, positive, register
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 _NLL_CHUNK = 1024
@@ -53,26 +53,48 @@ _ARCHS: dict[str, Callable[["EBFlowAdapter"], EBFlow]] = {
     "cnn": lambda a: cnn(a._image_shape("cnn"), a.layers, preprocessing=a._preprocessing()),
 }
 
-_COMMON: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "optimizer": "adam", "ema_decay": 0.999,
-                           "clip": None, "arch": "fc", "hidden": 64}
+_COMMON: dict[str, HParam] = {
+    "lr": positive(1e-3, "learning rate"),
+    "batch_size": count(256, doc="mini-batch size"),
+    "optimizer": HParam("adam", str, choices=tuple(_OPTIMIZERS), doc="adam or rmsprop (the paper's image runs)"),
+    "ema_decay": HParam(0.999, float, low=0.0, high=1.0, doc="EMA decay for nll/sample; 0 = no EMA"),
+    "clip": positive(None, "gradient-norm clipping threshold; None = off", optional=True),
+    "hidden": count(64, doc="coupling width of arch toy2d"),
+}
+#: the per-task objective hyperparameters: name -> (declaration, value on image tasks, value elsewhere)
+_OBJECTIVE_HPARAMS: dict[str, tuple[HParam, Any, Any]] = {
+    "slices": (count(None, per_task=True, doc="Rademacher slices of SSM"), 1, 1),
+    "std": (positive(None, "DSM noise std; None = 1.0 on image tasks (MaP logit space), 0.1 elsewhere",
+                     per_task=True), 1.0, 0.1),
+    "eps": (positive(None, "FDSSM finite-difference step; None = 1.0 on image tasks, 0.1 elsewhere",
+                     per_task=True), 1.0, 0.1),
+}
 
 
 class EBFlowAdapter(Adapter):
-    """An EBFlow trained with ``objectives.get(self.objective)``; subclasses set the names and defaults.
+    """An EBFlow trained with ``objectives.get(self.objective)``; subclasses set the names and hparam_spec.
 
-    ``objective_hparams`` maps each objective keyword to its default ``(on image tasks, elsewhere)``; the
-    adapter's hparam of the same name (``None`` meaning "the default for this task") is passed to the loss.
+    ``objective_hparams`` names the objective keywords (``slices``, ``std``, ``eps``) passed to the loss; each is
+    a per-task hyperparameter whose default (``None``) :meth:`per_task_value` resolves from the task.
     """
 
     family = "ebflow"
     #: the architectures this adapter may build
     archs: ClassVar[tuple[str, ...]] = ("fc", "toy2d", "cnn")
-    objective_hparams: ClassVar[dict[str, tuple[Any, Any]]] = {}
+    objective_hparams: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def per_task_value(cls, name: str, task: Task) -> Any:
+        _, image, other = _OBJECTIVE_HPARAMS[name]
+        return image if task.image_shape is not None else other
+
+    @classmethod
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         if layers < 1:
             return f"{cls.name} needs at least one layer, got layers={layers}"
+        arch = (hparams or cls.defaults).get("arch")
+        if arch == "cnn" and task.image_shape is None:
+            return f"arch='cnn' needs an image task (task {task.name!r} has no image shape)"
         return None
 
     # ------------------------------------------------------------ building
@@ -99,10 +121,7 @@ class EBFlowAdapter(Adapter):
         decay = self.hparams["ema_decay"]
         self.ema = EMA(self.model, float(decay)) if decay else None
         self.loss_fn = objectives.get(self.objective)
-        image = self.task.image_shape is not None
-        self.loss_kwargs: dict[str, Any] = {
-            key: (defaults[0] if image else defaults[1]) if self.hparams[key] is None else self.hparams[key]
-            for key, defaults in self.objective_hparams.items()}
+        self.loss_kwargs: dict[str, Any] = {key: self.hparams[key] for key in self.objective_hparams}
         if "generator" in inspect.signature(self.loss_fn).parameters:
             self.loss_kwargs["generator"] = torch.Generator().manual_seed(self.seed)
         clip = self.hparams["clip"]
@@ -140,22 +159,23 @@ class EBFlowAdapter(Adapter):
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
-def _define(name: str, objective: str, objective_hparams: dict[str, tuple[Any, Any]], *,
+def _define(name: str, objective: str, objective_hparams: tuple[str, ...] = (), *,
             family: str = "ebflow", archs: tuple[str, ...] = ("fc", "toy2d", "cnn"),
             arch: str = "fc") -> type[EBFlowAdapter]:
     """Create and register the adapter class ``name`` for ``objective``."""
-    defaults = {**_COMMON, "arch": arch, **{key: None for key in objective_hparams}}
+    spec = {**_COMMON, "arch": HParam(arch, str, choices=archs, doc="model architecture"),
+            **{key: _OBJECTIVE_HPARAMS[key][0] for key in objective_hparams}}
     cls = type(f"EBFlow_{name.replace('-', '_')}", (EBFlowAdapter,), {
         "name": name, "family": family, "objective": objective, "archs": archs,
-        "objective_hparams": objective_hparams, "defaults": defaults, "__module__": __name__,
+        "objective_hparams": objective_hparams, "hparam_spec": spec, "__module__": __name__,
         "__doc__": f"``{name}``: {EBFlowAdapter.__doc__.splitlines()[0]} (objective ``{objective}``).",
     })
     return register(cls)
 
 
-_define("ebflow-ml", "ml", {})
-_define("ebflow-sml", "sml", {})
-_define("ebflow-ssm", "ssm", {"slices": (1, 1)})
-_define("ebflow-dsm", "dsm", {"std": (1.0, 0.1)})
-_define("ebflow-fdssm", "fdssm", {"eps": (1.0, 0.1)})
-_define("mle-lu", "ml", {}, family="mle-flow", archs=("fc-lu",), arch="fc-lu")
+_define("ebflow-ml", "ml")
+_define("ebflow-sml", "sml")
+_define("ebflow-ssm", "ssm", ("slices",))
+_define("ebflow-dsm", "dsm", ("std",))
+_define("ebflow-fdssm", "fdssm", ("eps",))
+_define("mle-lu", "ml", family="mle-flow", archs=("fc-lu",), arch="fc-lu")

@@ -28,9 +28,16 @@ from ebflow.architectures import fully_connected
 from ebflow.preprocessing import LogitTransform
 
 from ..tasks import Task
-from .base import Adapter, NLLUnavailable, register
+from .base import Adapter, HParam, NLLUnavailable, count, positive, register
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+_COMMON: dict[str, HParam] = {
+    "lr": positive(1e-3, "learning rate"),
+    "batch_size": count(256, doc="mini-batch size"),
+    "beta": HParam(1.0, float, low=1e-6, high=2.0 - 1e-6, doc="energy-score exponent in (0, 2)"),
+    "m": count(2, low=2, doc="model samples per datum"),
+    "optimizer": HParam("adam", str, choices=tuple(_OPTIMIZERS)),
+}
 
 
 class _EnergyScoreAdapter(Adapter):
@@ -69,10 +76,10 @@ class _EnergyScoreAdapter(Adapter):
 @register
 class EnergyFlow(_EnergyScoreAdapter):
     name = "energy-flow"
-    defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "beta": 1.0, "m": 2, "optimizer": "adam"}
+    hparam_spec = _COMMON
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         if layers < 1:
             return f"energy-flow needs at least one dense layer, got layers={layers}"
         return None
@@ -91,11 +98,11 @@ class EnergyFlow(_EnergyScoreAdapter):
 @register
 class EnergyFlowSAEF(_EnergyScoreAdapter):
     name = "energy-flow-saef"
-    defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "beta": 1.0, "m": 2, "optimizer": "adam",
-                                "block_size": None, "hidden": 256, "context": 32}
+    hparam_spec = {**_COMMON, "block_size": count(None, optional=True, doc="None: round(sqrt(D))"),
+                   "hidden": count(256), "context": count(32)}
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         if layers < 1:
             return f"energy-flow-saef needs at least one hidden layer, got layers={layers}"
         return None

@@ -27,11 +27,13 @@ from baselines.flowmc_ebm import (EnergyNet, FlowMCEBM, GaussianBase, LogZEstima
                                   estimate_log_z)
 
 from ..tasks import Task
-from .base import Adapter, register
+from .base import Adapter, HParam, count, positive, register
 
-_COMMON: dict[str, Any] = {
-    "n_chains": 256, "step": 0.01, "lr": 1e-3, "l2": 0.0, "batch_size": 256,
-    "ebm_hidden": 64, "ebm_depth": 3, "n_is": 4096,
+_COMMON: dict[str, HParam] = {
+    "n_chains": count(256, doc="persistent chains"), "step": positive(0.01, "Langevin step size"),
+    "lr": positive(1e-3, "EBM learning rate"), "l2": HParam(0.0, float, low=0.0, doc="energy L2 penalty"),
+    "batch_size": count(256), "ebm_hidden": count(64), "ebm_depth": count(3),
+    "n_is": count(4096, low=2, doc="importance samples for log Z"),
 }
 
 
@@ -95,11 +97,12 @@ class _TiltedEBMAdapter(Adapter):
 class FlowMCEBMAdapter(_TiltedEBMAdapter):
     name = "flowmc-ebm"
     objective = "flowmc"
-    defaults = {**_COMMON, "n_proposals": 32, "mala_steps": 4, "repeats": 2, "lr_flow": None,
-                "flow_hidden": 32, "flow_depth": 2}
+    hparam_spec = {**_COMMON, "n_proposals": count(32), "mala_steps": count(4, low=0), "repeats": count(2),
+                   "lr_flow": positive(None, "flow learning rate; None = lr", optional=True),
+                   "flow_hidden": count(32), "flow_depth": count(2)}
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         if dim < 2:
             return "RealNVP couplings need dim >= 2"
         if layers < 1:
@@ -132,10 +135,10 @@ class FlowMCEBMAdapter(_TiltedEBMAdapter):
 class ULAEBMAdapter(_TiltedEBMAdapter):
     name = "ula-ebm"
     objective = "ula"
-    defaults = {**_COMMON, "ula_steps": 10, "sample_steps": 100}
+    hparam_spec = {**_COMMON, "ula_steps": count(10), "sample_steps": count(100, low=0)}
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         # no flow: ``layers`` does not change the model (the EBM is the same as flowMC-EBM's, for the ablation)
         return "layers must be >= 1" if layers < 1 else None
 

@@ -20,7 +20,7 @@ from baselines.mle_flows import LibraryFlow, check_kind, library_flow
 from ebflow.preprocessing import LogitTransform
 
 from ..tasks import Task
-from .base import Adapter, register
+from .base import Adapter, HParam, count, positive, register
 
 _NLL_CHUNK = 1024
 
@@ -32,10 +32,12 @@ class LibFlowAdapter(Adapter):
     objective = "ml"
     lib: ClassVar[str] = ""
     kind: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256, "hidden": 64, "clip": None}
+    hparam_spec: ClassVar[dict[str, HParam]] = {
+        "lr": positive(1e-3, "learning rate"), "batch_size": count(256), "hidden": count(64),
+        "clip": positive(None, "gradient-norm clipping; None = off", optional=True)}
 
     @classmethod
-    def check(cls, task: Task, dim: int, layers: int) -> str | None:
+    def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
         return check_kind(cls.lib, cls.kind, dim, layers, task.image_shape)
 
     def build(self) -> None:
@@ -76,11 +78,11 @@ class LibFlowAdapter(Adapter):
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
-def _define(lib: str, kind: str, **extra_defaults: Any) -> type[LibFlowAdapter]:
+def _define(lib: str, kind: str, **extra: HParam) -> type[LibFlowAdapter]:
     name = f"{lib}-{kind}"
     cls = type(f"LibFlow_{lib}_{kind}", (LibFlowAdapter,), {
         "name": name, "lib": lib, "kind": kind, "__module__": __name__,
-        "defaults": {**LibFlowAdapter.defaults, **extra_defaults},
+        "hparam_spec": {**LibFlowAdapter.hparam_spec, **extra},
         "__doc__": f"``{name}``: {lib}'s {kind} flow trained by maximum likelihood.",
     })
     return register(cls)
@@ -90,6 +92,6 @@ _define("nflows", "maf")
 _define("nflows", "realnvp")
 _define("nflows", "lu")
 _define("normflows", "realnvp")
-_define("normflows", "nsf", autoregressive=False)
+_define("normflows", "nsf", autoregressive=HParam(False, bool, doc="autoregressive spline"))
 _define("normflows", "glow")
 _define("normflows", "residual")

@@ -1,11 +1,17 @@
 """The comparison report: ``build_report(run_dirs, out_dir)`` writes ``report.md``, a self-contained
 ``report.html`` (figures inlined as base64 PNG) and the PNG figures under ``out_dir/figures/``.
 
-Sections: header (versions, device, commit, dates, commands to reproduce); scaling of step time with D and L
-(log-log, fitted exponents with 95% intervals from ``ebflow_bench.scaling``, speedups against ``ebflow-ml``);
-quality per task (mean ± std over seeds, best in bold, failed cells as "failed", unavailable metrics as "n/a");
-time-to-quality; samples beside the target; the papers' published numbers beside ours
-(``ebflow_bench.published``); asv history when given; every failed cell with its reason.
+Sections: header (versions, device, commit, dates, commands to reproduce, cells found in several run folders);
+scaling of step time with D and L (log-log, fitted exponents with 95% intervals from ``ebflow_bench.scaling``,
+speedups against ``ebflow-ml``); quality per task, one row per configuration (``config_key``; labelled with the
+hyperparameters that differ between rows of one method), mean ± std over seeds, best in bold among unflagged
+entries, failed cells as "failed", capped/degenerate cells marked and not ranked, unavailable metrics as "n/a";
+quality at equal compute (test NLL interpolated at common compute points, and the curves); samples beside the
+target; the papers' published numbers beside ours (``ebflow_bench.published``); asv history when given; every
+failed, capped or degenerate cell with its reason and the steps it did.
+
+Each cell is counted once: a cell (``cell_id``) found in several run folders is taken from the first, with a
+warning (``results.DuplicateCells``) and a note in the header.
 
 ``quality_table(df)`` / ``quality_stats(df)`` return the quality table as DataFrames (see ``tables``).
 """
@@ -22,10 +28,10 @@ import pandas as pd
 
 from . import figures
 from .doc import Block, Bullets, Code, Figure, Heading, Para, Table, to_html, to_markdown
-from .tables import (BASELINE, METRIC_LABELS, cell_status, failures, fmt, nll_at_time, quality_stats,
-                     quality_table, scaling_panels, speedup_table, step_times)
+from .tables import (BASELINE, METRIC_LABELS, cell_status, equal_compute, failures, flagged, fmt, nll_at_time,
+                     quality_stats, quality_table, scaling_panels, speedup_table, step_times, steps_text)
 
-__all__ = ["build_report", "quality_table", "quality_stats", "failures", "speedup_table", "tables"]
+__all__ = ["build_report", "quality_table", "quality_stats", "failures", "speedup_table", "equal_compute", "tables"]
 
 TITLE = "ebflow-bench comparison report"
 IMAGE_TASKS = ("digits", "mnist5k", "patches")
@@ -33,12 +39,12 @@ IMAGE_TASKS = ("digits", "mnist5k", "patches")
 
 def tables(run_dirs: list[str | Path] | str | Path) -> dict[str, pd.DataFrame]:
     """The report's tables for ``run_dirs`` as DataFrames: quality (text), quality_stats (numbers), speedup,
-    failures."""
+    equal_compute, failures, flagged (capped/degenerate cells). Cells repeated across run folders count once."""
     from ..results import load_results
 
-    df = load_results(run_dirs)
+    df = load_results(run_dirs, dedupe=True)
     return {"quality": quality_table(df), "quality_stats": quality_stats(df), "speedup": speedup_table(df),
-            "failures": failures(df)}
+            "equal_compute": equal_compute(df), "failures": failures(df), "flagged": flagged(df)}
 
 
 def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *,
@@ -56,7 +62,16 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
     missing = [str(d) for d in run_dirs if not d.is_dir()]
     if missing:
         raise FileNotFoundError(f"run directories not found: {', '.join(missing)}")
-    df = load_results(run_dirs)
+    import warnings
+
+    from ..results import DuplicateCells
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DuplicateCells)
+        df = load_results(run_dirs, dedupe=True)
+    dup_notes = [str(w.message) for w in caught if issubclass(w.category, DuplicateCells)]
+    for w in caught:  # pass every warning on to the caller
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if df.empty:
         raise ValueError(f"no results in {', '.join(map(str, run_dirs))}: nothing to report")
     out = Path(out_dir)
@@ -67,9 +82,11 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
 
     blocks: list[Block] = []
     blocks += _header(run_dirs, df, command)
+    if dup_notes:
+        blocks.append(Para("Duplicate cells: " + " ".join(dup_notes) + "."))
     blocks += _scaling(df, fig_dir)
     blocks += _quality(df)
-    blocks += _time_to_quality(df, fig_dir)
+    blocks += _equal_compute(df, fig_dir)
     blocks += _samples(run_dirs, df, fig_dir)
     blocks += _published(df)
     if asv_results is not None:
@@ -203,11 +220,16 @@ def _scaling(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
 
 def _quality(df: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading("Quality per task"),
-                           Para("Mean ± standard deviation over seeds (one value: a single seed). Lower is "
-                                "better in every column (MMD^2, an unbiased estimate that can dip below zero: "
-                                "closer to zero); the best per task and column is **bold** (log Z stderr "
-                                "is not ranked). \"failed\": every seed of the cell failed; \"n/a\": the metric "
-                                "is not available for the method. Reasons are listed under each table.")]
+                           Para("One row per configuration (cells alike in everything but their seeds); where one "
+                                "method appears with several configurations, its label names the hyperparameters "
+                                "that differ. Mean ± standard deviation over seeds (one value: a single seed). "
+                                "Lower is better in every column (MMD^2, an unbiased estimate that can dip below "
+                                "zero: closer to zero); the best per task and column is **bold** (log Z stderr is "
+                                "not ranked). \"failed\": every seed of the configuration failed; \"n/a\": the "
+                                "metric is not available for the method; \"(capped)\": stopped by the safety time "
+                                "cap before its step budget, \"(degenerate)\": the model was diagnosed degenerate: "
+                                "such entries are shown but never ranked. \"steps\" are the steps actually done. "
+                                "Reasons are listed under each table.")]
     stats = quality_stats(df)
     if stats.empty:
         return blocks + [Para("No quality metrics in these runs.")]
@@ -215,91 +237,116 @@ def _quality(df: pd.DataFrame) -> list[Block]:
     for (task, dim), g in text.groupby(["task", "dim"], sort=True):
         metrics = list(stats.loc[stats["task"].eq(task) & stats["dim"].eq(dim), "metric"].unique())
         metrics = [m for m in METRIC_LABELS if m in metrics]
-        multi = g["layers"].nunique() > 1 or g["budget"].nunique() > 1
+        multi = g["layers"].nunique() > 1 or g["steps"].nunique() > 1
         head = ["method", *(["L", "steps"] if multi else []), *[METRIC_LABELS[m] for m in metrics]]
-        rows = [[r["method"], *([str(r["layers"]), str(r["budget"])] if multi else []), *[r[m] for m in metrics]]
+        rows = [[r["label"], *([str(r["layers"]), str(r["steps"])] if multi else []), *[r[m] for m in metrics]]
                 for _, r in g.iterrows()]
         one = g.iloc[0]
         blocks += [Heading(f"{task} (D = {dim})" + ("" if multi else f", L = {one['layers']}, "
-                                                                      f"{one['budget']} steps"), 3),
+                                                                      f"{one['steps']} steps"), 3),
                    Table(head, rows)]
         s = stats[stats["task"].eq(task) & stats["dim"].eq(dim) & stats["reason"].ne("")]
-        notes = sorted({f"{r['method']}: {r['reason']}" for _, r in s.iterrows()
-                        if r["status"] == "failed" or r["n_failed"]}) + \
-            sorted({f"{r['method']}, {METRIC_LABELS[r['metric']]} n/a: {r['reason']}" for _, r in s.iterrows()
+        notes = sorted({f"{r['label']}: {r['reason']}" for _, r in s.iterrows()
+                        if r["status"] == "failed" or r["n_failed"] or r["n_capped"] or r["n_degenerate"]}) + \
+            sorted({f"{r['label']}, {METRIC_LABELS[r['metric']]} n/a: {r['reason']}" for _, r in s.iterrows()
                     if r["status"] == "n/a"})
         if notes:
             blocks.append(Bullets(notes))
     return blocks
 
 
-# --------------------------------------------------------------------------------------- time to quality
+# ----------------------------------------------------------------------------------------- equal compute
 
 
-def _time_to_quality(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
-    blocks: list[Block] = [Heading("Time to quality")]
-    t = nll_at_time(df)
-    if t.empty:
+def _equal_compute(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Quality at equal compute")]
+    curves = nll_at_time(df)
+    if curves.empty:
         return blocks + [Para("No `nll_at_time` checkpoints in these runs (or none with an available NLL).")]
-    t = t.assign(seed=t["seed"].astype(int), dim=t["dim"].astype(int))
-    path = figures.time_to_quality(t, figures.method_colors(df["method"]), fig_dir / "time_to_quality.png")
-    return blocks + [Figure(path, "Checkpoint test NLL (nats) against training wall-clock seconds, one line per "
-                                  "method and seed, per task.")]
+    table = equal_compute(df)
+    blocks.append(Para("Test NLL (nats, on the checkpoint test points) of each configuration after C seconds of "
+                       "training compute (process CPU time; CUDA time on a GPU), interpolated linearly between "
+                       "its checkpoints and averaged over its ok cells. Blank: C outside the range some cell of "
+                       "the configuration measured (no extrapolation). Lower is better; capped, degenerate and "
+                       "failed cells are left out."))
+    for (task, dim), g in table.groupby(["task", "dim"], sort=True):
+        points = sorted(g["compute_s"].unique())
+        wide = g.pivot_table(index="label", columns="compute_s", values="nll", aggfunc="first", dropna=False)
+        rows = [[label, *("" if pd.isna(wide.loc[label, p]) else fmt(wide.loc[label, p]) for p in points)]
+                for label in wide.index]
+        blocks += [Heading(f"{task} (D = {dim}): test NLL at C seconds of compute", 3),
+                   Table(["method", *(f"C = {fmt(p, 2)} s" for p in points)], rows)]
+    path = figures.equal_compute(curves, table, figures.method_colors(curves["label"]), fig_dir / "equal_compute.png")
+    blocks.append(Figure(path, "Checkpoint test NLL (nats) against training compute seconds, one line per cell "
+                               "(configuration and seeds), per task; dotted lines: the compute points of the "
+                               "tables."))
+    return blocks
 
 
 # ----------------------------------------------------------------------------------------------- samples
 
 
-def _task_target(task: str, dim: int, options: dict[str, Any]) -> tuple[Any, str]:
-    """(Task or None, note) for drawing the target; the task is built lazily and may be unavailable."""
+def _task_target(run_dirs: list[Path], cell_id: str) -> tuple[Any, str]:
+    """(Task or None, note) for drawing the target of a cell: built exactly as the cell's recorded spec says
+    (task options, data seed); without a cell record, or when the data cannot be had, no target is drawn."""
+    from ..cell import CellRecord
+
+    rec = next((p for d in run_dirs for p in [d / "cells" / f"{cell_id}.json"] if p.is_file()), None)
+    if rec is None:
+        return None, "target not drawn (no cell record beside the results)"
     try:
+        from ..matrix import load_imports
         from ..tasks import get_task, task_dim
 
-        return get_task(task, dim=None if task_dim(task) is not None else dim, seed=0, **options), ""
+        spec = CellRecord.from_dict(json.loads(rec.read_text())).spec
+        load_imports(spec.imports)
+        return get_task(spec.task, dim=None if task_dim(spec.task) is not None else spec.dim, seed=spec.data_seed,
+                        **spec.task_options), ""
     except Exception as e:  # noqa: BLE001  (any reason the data cannot be had: the plot goes without target)
         return None, f"target not drawn ({type(e).__name__}: {e})"
 
 
 def _sample_files(run_dirs: list[Path]) -> dict[str, Path]:
-    return {p.stem: p for d in run_dirs for p in sorted((d / "samples").glob("*.npy"))}
+    files: dict[str, Path] = {}
+    for d in run_dirs:  # the first run folder holding a cell wins, as for the results
+        for p in sorted((d / "samples").glob("*.npy")):
+            files.setdefault(p.stem, p)
+    return files
 
 
 def _samples(run_dirs: list[Path], df: pd.DataFrame, fig_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading("Samples")]
     files = _sample_files(run_dirs)
     cells = cell_status(df)
-    cells = cells[~cells["failed"] & cells["cell_id"].isin(files)]
-    options: dict[str, dict] = {}
-    for d in run_dirs:
-        options = {**_read_json(d / "matrix.json").get("task_options", {}), **options}
+    cells = cells[cells["status"].eq("ok") & cells["cell_id"].isin(files)]
     drawn = 0
+    colors = figures.method_colors(cells["label"])
     for (task, dim), g in cells.groupby(["task", "dim"], sort=True):
         if dim != 2 and task not in IMAGE_TASKS:
             continue
-        target_task, note = _task_target(task, dim, options.get(task, {}))
+        picked = g.sort_values(["steps_done", "layers", "train_seed"], ascending=[False, False, True]) \
+            .drop_duplicates("label").sort_values("label")
+        target_task, note = _task_target(run_dirs, picked["cell_id"].iloc[0])
         shape = getattr(target_task, "image_shape", None)
         if dim != 2 and shape is None:
             side = int(round(math.sqrt(dim)))
             if side * side != dim:
                 continue
             shape = (1, side, side)
-        picked = g.sort_values(["budget", "layers", "seed"], ascending=[False, False, True]) \
-            .drop_duplicates("method").sort_values("method")
-        samples = {r["method"]: np.load(files[r["cell_id"]]) for _, r in picked.iterrows()}
+        samples = {r["label"]: np.load(files[r["cell_id"]]) for _, r in picked.iterrows()}
         samples = {m: s for m, s in samples.items() if s.ndim == 2 and s.shape[1] == dim}
         if not samples:
             continue
         target = target_task.test.numpy() if target_task is not None else None
-        which = ", ".join(f"{r['method']}: seed {r['seed']}, L={r['layers']}, {r['budget']} steps"
-                          for _, r in picked.iterrows())
+        which = ", ".join(f"{r['label']}: seeds {r['data_seed']}/{r['train_seed']}, L={r['layers']}, "
+                          f"{r['steps_done']} steps" for _, r in picked.iterrows())
         if dim == 2:
             bounds = getattr(target_task, "bounds", None)
-            path = figures.scatter_2d(target, samples, bounds, figures.method_colors(df["method"]), task,
-                                      fig_dir / f"samples_{task}.png")
-            caption = f"{task}: model samples beside the test data ({which})."
+            path = figures.scatter_2d(target, samples, bounds, colors, task, fig_dir / f"samples_{task}.png")
+            caption = f"{task}: model samples beside the test data ({which}; seeds: data/train)."
         else:
             path = figures.image_grid(target, samples, shape, task, fig_dir / f"samples_{task}.png")
-            caption = f"{task}: sample images beside test images ({which})."
+            caption = f"{task}: sample images beside test images ({which}; seeds: data/train)."
         blocks.append(Figure(path, caption + (f" {note}." if note else "")))
         drawn += 1
     if not drawn:
@@ -450,14 +497,23 @@ def _asv_scaling(asv: pd.DataFrame, fig_dir: Path) -> list[Block]:
 # ---------------------------------------------------------------------------------------------- failures
 
 
-def _failures(df: pd.DataFrame) -> list[Block]:
-    f = failures(df)
-    blocks: list[Block] = [Heading("Failures")]
-    if f.empty:
-        return blocks + [Para("No cell failed.")]
-    blocks.append(Para(f"{len(f)} of {cell_status(df).shape[0]} cells failed:"))
-    blocks.append(Table(["cell", "method", "task", "D", "L", "seed", "steps", "reason"],
-                        [[f"`{r['cell_id']}`", r["method"], r["task"], str(r["dim"]), str(r["layers"]),
-                          str(r["seed"]), str(r["budget"]), r["reason"]] for _, r in f.iterrows()]))
-    return blocks
+def _cell_table(f: pd.DataFrame) -> Table:
+    return Table(["cell", "method", "task", "D", "L", "seeds (data/train)", "steps done", "reason"],
+                 [[f"`{r['cell_id']}`", r["label"], r["task"], str(r["dim"]), str(r["layers"]),
+                   f"{r['data_seed']}/{r['train_seed']}", f"{r['steps_done']} of {r['budget']}", r["reason"]]
+                  for _, r in f.iterrows()])
 
+
+def _failures(df: pd.DataFrame) -> list[Block]:
+    f, flags = failures(df), flagged(df)
+    blocks: list[Block] = [Heading("Failures")]
+    n = cell_status(df).shape[0]
+    if f.empty:
+        blocks.append(Para("No cell failed."))
+    else:
+        blocks += [Para(f"{len(f)} of {n} cells failed:"), _cell_table(f)]
+    if len(flags):
+        blocks += [Para(f"{len(flags)} of {n} cells finished but are flagged (capped: stopped by the safety time "
+                        "cap; degenerate: diagnosed degenerate); their entries are marked and not ranked:"),
+                   _cell_table(flags.assign(reason=flags["status"] + ": " + flags["reason"]))]
+    return blocks

@@ -92,21 +92,25 @@ def scaling(panels: list[tuple[str, float, pd.DataFrame]], x: str, labels: dict[
         return _save(fig, path)
 
 
-def time_to_quality(nll: pd.DataFrame, colors: dict[str, tuple], path: Path) -> Path:
-    """Checkpoint test NLL against training wall-clock seconds, one line per (method, seed), one panel per
-    (task, D)."""
-    panels = list(nll.groupby(["task", "dim"], sort=True))
+def equal_compute(curves: pd.DataFrame, points: pd.DataFrame, colors: dict[str, tuple], path: Path) -> Path:
+    """Checkpoint test NLL against training compute seconds, one line per cell (colour: the configuration's
+    label), one panel per (task, D); dotted vertical lines at the equal-compute points of ``points`` (the long
+    table of ``tables.equal_compute``)."""
+    panels = list(curves.groupby(["task", "dim"], sort=True))
     with sns.axes_style("whitegrid"), plt.rc_context(_STYLE):
         fig, axes = _subplots(len(panels))
         for ax, ((task, dim), g) in zip(axes, panels):
-            g = g.sort_values(["method", "seed", "elapsed_s"])
-            sns.lineplot(data=g, x="elapsed_s", y="value", hue="method", palette=colors, units="seed",
+            g = g.sort_values(["label", "cell_id", "compute_s"])
+            sns.lineplot(data=g, x="compute_s", y="value", hue="label", palette=colors, units="cell_id",
                          estimator=None, marker="o", ax=ax)
-            span = g["elapsed_s"].max() / max(g["elapsed_s"].min(), 1e-12)
-            if g["elapsed_s"].min() > 0 and span > 100:
+            span = g["compute_s"].max() / max(g["compute_s"].min(), 1e-12)
+            if g["compute_s"].min() > 0 and span > 100:
                 ax.set_xscale("log")
+            for c in points.loc[points["task"].eq(task) & points["dim"].eq(dim), "compute_s"].unique():
+                ax.axvline(c, color="0.4", linestyle=":", linewidth=0.8)
             _clip_outliers(ax, g["value"].to_numpy(dtype=float))
-            ax.set(xlabel="training wall-clock (s)", ylabel="test NLL (nats)", title=f"{task} (D={dim})")
+            ax.set(xlabel="training compute (s)", ylabel="test NLL (nats)", title=f"{task} (D={dim})")
+            ax.legend(title="method")
         return _save(fig, path)
 
 

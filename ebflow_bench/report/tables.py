@@ -1,11 +1,17 @@
 """The report's tables, computed from the tidy results table as DataFrames (rendering is elsewhere).
 
 Choices made here:
-- A *cell* failed when any of its rows has status ``failed``. Its quality metrics are then shown as ``failed``
-  (the runner writes only a failed ``test_nll`` row for such a cell), never as numbers.
-- Quality entries are mean ± sample standard deviation (ddof = 1) over the ok cells of a group
-  (task, dim, layers, budget, method), i.e. over seeds; one ok cell gives the value alone. When some seeds
-  failed and others did not, the entry is the statistic of the ok seeds followed by "(k/n failed)".
+- Rows are grouped by ``config_key`` (the hash of a cell's spec without its seeds), never by method name: two
+  blocks that differ in one hyperparameter are two rows. Each configuration gets a ``label``: its method name,
+  followed, where several configurations of one method share a (task, D) table, by the hyperparameters in which
+  they differ (``ebflow-dsm [lr=0.0001]``), and by a short config key if they differ elsewhere only (eval
+  settings, threads, time cap).
+- A cell's status is its ``cell_status`` column (``ok``, ``failed``, ``capped``, ``degenerate``), as recorded
+  by the runner; nothing is re-derived from the rows. A failed cell's quality metrics are shown as ``failed``.
+- Quality entries are mean ± sample standard deviation (ddof = 1) over the cells of a configuration that did not
+  fail, i.e. over seeds; one cell gives the value alone. When some seeds failed, the entry is the statistic of
+  the others followed by "(k/n failed)". Entries that include ``capped`` or ``degenerate`` cells are marked so
+  ("(k/n capped)", "(k/n degenerate)") and are never ranked best.
 - A metric with no ok value and no failed cell is ``n/a`` (unavailable for that method, e.g. the NLL of an EBM
   without log Z, or ``unreliable``, e.g. an NLL resting on a log Z whose importance weights have too small an
   ESS; the reason says which). Columns are the metrics that occur for the task at all.
@@ -14,11 +20,15 @@ Choices made here:
   "label (unit)". "Best" follows each metric's ``direction``: lowest mean for ``lower``, highest for
   ``higher``, closest to zero for ``zero`` (the unbiased MMD^2, which may dip below zero from noise);
   ``diagnostic`` metrics (``log_z_stderr``, ``log_z_ess``, ...) are shown but not ranked.
+- Equal compute (:func:`equal_compute`): each ``ok`` cell's checkpoint curve (test NLL on the checkpoint test
+  points against training compute seconds) is linearly interpolated at common compute points C; a
+  configuration's entry at C is the mean over its cells, and only where C lies inside every one of those cells'
+  measured range (no extrapolation: blank otherwise).
 - Step time is analysed per task (a step's cost depends on the task's batch and model, not only on D and L):
-  entries average the ok ``step_time`` rows of (task, method, dim, layers) over seeds, including cells that
-  failed later (the steps that ran were timed). An exponent in D is fitted for each (task, L) with at least two
-  D values, using the methods measured at two or more D; likewise in L. A fit over fewer than
-  ``MIN_FIT_POINTS`` = 5 distinct values is not a result: :func:`scaling_fits` returns it marked
+  entries average the ok ``step_time`` rows (each a cell's median step time) of (task, method, dim, layers)
+  over seeds, including cells that failed later (the steps that ran were timed). An exponent in D is fitted for
+  each (task, L) with at least two D values, using the methods measured at two or more D; likewise in L. A fit over
+  fewer than ``MIN_FIT_POINTS`` = 5 distinct values is not a result: :func:`scaling_fits` returns it marked
   ``insufficient`` with no slope or interval (with 3 points a t-interval on 1 degree of freedom spans
   several units of exponent).
 - Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed or degenerate cell (its
@@ -32,10 +42,14 @@ import math
 import numpy as np
 import pandas as pd
 
+#: a quality group: one configuration on one task (every column after ``dim`` is fixed by ``config_key``)
 from ..metrics import declared
 from ..scaling import MIN_FIT_POINTS
 
-KEYS = ["task", "dim", "layers", "budget", "method"]
+#: a quality group: one configuration on one task (every column after ``dim`` is fixed by ``config_key``)
+KEYS = ["task", "dim", "layers", "method", "label", "config_key"]
+FLAGS = ("capped", "degenerate")
+
 _SHOWN = [m for m in declared() if m.group in ("quality", "diagnostic")]
 #: the quality table's metrics, in the registry's declaration order
 QUALITY_METRICS = tuple(m.name for m in _SHOWN)
@@ -60,50 +74,89 @@ def fmt(x: float, digits: int = 4) -> str:
 
 
 def _keyed(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with integer dim/layers/budget/seed (a missing one becomes -1) so that keys group and compare."""
+    """``df`` with integer dim/layers/budget/seeds/steps (a missing one becomes -1) so that keys group and compare,
+    and a ``label`` per configuration (see the module docstring)."""
     out = df.copy()
-    for c in ("dim", "layers", "budget", "seed"):
+    for c in ("dim", "layers", "budget", "data_seed", "train_seed", "steps_done"):
         out[c] = pd.to_numeric(out[c], errors="coerce").fillna(-1).astype(int)
+    out["label"] = out["config_key"].map(config_labels(out)).fillna(out["method"])
     return out
 
 
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def config_labels(df: pd.DataFrame) -> dict[str, str]:
+    """``config_key -> label``: the method name, plus the differing hyperparameters where one (task, D) holds
+    several configurations of the method, plus the key's first 6 digits where those are not enough."""
+    import json
+
+    cfg = df.drop_duplicates(["task", "dim", "config_key"])[["task", "dim", "method", "layers", "budget",
+                                                              "config_key", "hparams"]]
+    labels: dict[str, str] = {}
+    for _, g in cfg.groupby(["task", "dim", "method"], sort=False):
+        if len(g) == 1:
+            labels.setdefault(g["config_key"].iloc[0], g["method"].iloc[0])
+            continue
+        hp = {r["config_key"]: (json.loads(r["hparams"]) if r["hparams"] else {}) for _, r in g.iterrows()}
+        names = sorted({k for d in hp.values() for k in d})
+        differ = [k for k in names if len({json.dumps(d.get(k)) for d in hp.values()}) > 1]
+        for _, r in g.iterrows():
+            d = hp[r["config_key"]]
+            text = ", ".join(f"{k}={_short(d.get(k))}" for k in differ)
+            labels.setdefault(r["config_key"], f"{r['method']} [{text}]" if text else r["method"])
+        # configurations still alike in label, L and budget differ elsewhere: add the key
+        lab = g.assign(label=g["config_key"].map(labels))
+        for _, h in lab.groupby(["label", "layers", "budget"]):
+            if len(h) > 1:
+                for k in h["config_key"]:
+                    labels[k] = f"{labels[k]} (config {k[:6]})"
+    return labels
+
+
 def cell_status(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (run_id, cell_id): its keys, seed, ``failed`` flag and first failure reason."""
+    """One row per cell (run_id, cell_id): its keys, seeds, steps done, ``status`` (the recorded
+    ``cell_status``), ``failed`` flag and reason (``cell_reason``)."""
     df = _keyed(df)
-    failed = df["status"].eq("failed")
-    if "cell_status" in df.columns and df["cell_status"].isin(["ok", "failed"]).all():
-        failed &= df["cell_status"].eq("failed")  # a failed metric of a finished cell is not a failed cell
-    reasons = df.loc[failed].groupby(["run_id", "cell_id"], sort=False)["reason"].first()
-    cells = df[["run_id", "cell_id", *KEYS, "seed"]].drop_duplicates(["run_id", "cell_id"])
-    cells = cells.set_index(["run_id", "cell_id"])
-    cells["failed"] = cells.index.isin(reasons.index)
-    cells["reason"] = reasons.reindex(cells.index).fillna("").astype(str)
-    return cells.reset_index()
+    cols = ["run_id", "cell_id", *KEYS, "budget", "data_seed", "train_seed", "steps_done", "cell_status",
+            "cell_reason"]
+    cells = df[cols].drop_duplicates(["run_id", "cell_id"]).rename(columns={"cell_status": "status",
+                                                                            "cell_reason": "reason"})
+    cells["failed"] = cells["status"].eq("failed")
+    return cells.reset_index(drop=True)
+
+
+def steps_text(steps: pd.Series) -> str:
+    """Steps actually done by a group of cells: one number, or "min-max"."""
+    lo, hi = int(steps.min()), int(steps.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def quality_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """Numbers behind the quality table: per group (``KEYS``) and metric, mean, std, n_ok, n_failed, n_cells,
-    status (``ok``, ``failed`` or ``n/a``) and reason (why failed / unavailable)."""
+    """Numbers behind the quality table: per group (``KEYS``) and metric, mean, std, n_ok, n_failed,
+    n_capped, n_degenerate, n_cells, steps (done), status (``ok``, ``failed`` or ``n/a``) and reason."""
     cells = cell_status(df)
     q = _keyed(df[df["metric"].isin(QUALITY_METRICS)])
-    q = q.merge(cells[["run_id", "cell_id", "failed"]], on=["run_id", "cell_id"], how="left")
-    ok = q[q["status"].eq("ok") & q["value"].notna() & ~q["failed"]]
+    ok = q[q["status"].eq("ok") & q["value"].notna() & ~q["cell_status"].eq("failed")]
     stats = ok.groupby([*KEYS, "metric"])["value"].agg(["mean", "std", "count"])
     # ``unreliable`` rows (e.g. an NLL on a log Z with too small an ESS) are not results either: n/a, with why
     na = q[q["status"].isin(["unavailable", "unreliable"])]
     na_reasons = (na.assign(reason=na["reason"].where(na["status"].ne("unreliable"), "unreliable: " + na["reason"]))
                   .groupby([*KEYS, "metric"])["reason"].agg(lambda s: "; ".join(sorted(set(s) - {""}))))
-    metric_failed = (q[q["status"].eq("failed") & ~q["failed"]].groupby([*KEYS, "metric"])["reason"]
+    metric_failed = (q[q["status"].eq("failed") & ~q["cell_status"].eq("failed")].groupby([*KEYS, "metric"])["reason"]
                      .agg(lambda s: "; ".join(sorted(set(s) - {""}))))
     metrics_of_task = q.groupby("task")["metric"].agg(lambda s: [m for m in QUALITY_METRICS if m in set(s)])
 
     out = []
     for key, g in cells.groupby(KEYS, sort=True):
         n_failed, n_cells = int(g["failed"].sum()), len(g)
-        fail_reasons = "; ".join(sorted(set(g.loc[g["failed"], "reason"])))
+        counts = {f"n_{f}": int(g["status"].eq(f).sum()) for f in FLAGS}
+        fail_reasons = "; ".join(sorted(set(g.loc[g["status"].ne("ok"), "reason"]) - {""}))
         for m in metrics_of_task.get(key[0], []):
             row = {**dict(zip(KEYS, key)), "metric": m, "mean": np.nan, "std": np.nan, "n_ok": 0,
-                   "n_failed": n_failed, "n_cells": n_cells}
+                   "n_failed": n_failed, **counts, "n_cells": n_cells, "steps": steps_text(g["steps_done"]),
+                   "budget": int(g["budget"].iloc[0])}
             if (*key, m) in stats.index:
                 st = stats.loc[(*key, m)]
                 row.update(status="ok", mean=float(st["mean"]), std=float(st["std"]), n_ok=int(st["count"]),
@@ -115,7 +168,8 @@ def quality_stats(df: pd.DataFrame) -> pd.DataFrame:
             else:
                 row.update(status="n/a", reason=na_reasons.get((*key, m), ""))
             out.append(row)
-    cols = [*KEYS, "metric", "mean", "std", "n_ok", "n_failed", "n_cells", "status", "reason"]
+    cols = [*KEYS, "budget", "steps", "metric", "mean", "std", "n_ok", "n_failed", *(f"n_{f}" for f in FLAGS),
+            "n_cells", "status", "reason"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -125,8 +179,10 @@ def _entry(r: pd.Series) -> str:
     if r["status"] != "ok":
         return "n/a"
     text = fmt(r["mean"]) if math.isnan(r["std"]) else f"{fmt(r['mean'])} ± {fmt(r['std'], 2)}"
-    if r["n_failed"]:
-        text += f" ({r['n_failed']}/{r['n_cells']} failed)"
+    for flag in ("failed", *FLAGS):
+        k = r.get(f"n_{flag}", 0)
+        if k:
+            text += f" ({flag})" if k == r["n_cells"] else f" ({k}/{r['n_cells']} {flag})"
     return text
 
 
@@ -135,6 +191,8 @@ def best_mask(stats: pd.DataFrame) -> pd.Series:
     registered direction: lowest, highest, or (MMD^2, whose unbiased estimate can fall below zero) closest to
     zero."""
     ok = stats["status"].eq("ok") & ~stats["metric"].isin(UNRANKED)
+    for flag in FLAGS:  # capped or degenerate cells are never ranked beside complete ones
+        ok &= stats.get(f"n_{flag}", 0) == 0
     score = stats["mean"].where(~stats["metric"].isin(SIGNED_ESTIMATES), stats["mean"].abs())
     score = score.where(~stats["metric"].isin(HIGHER_IS_BETTER), -score)
     lowest = score[ok].groupby([stats["task"], stats["dim"], stats["metric"]]).transform("min")
@@ -142,8 +200,9 @@ def best_mask(stats: pd.DataFrame) -> pd.Series:
 
 
 def quality_table(df: pd.DataFrame, *, mark_best: bool = False) -> pd.DataFrame:
-    """The quality table: one row per (task, dim, layers, budget, method), one text column per quality metric
-    of the run ("mean ± std", "failed" or "n/a"; "n/a" too where the metric does not apply to the task).
+    """The quality table: one row per configuration and task (``KEYS``, plus ``steps`` done), one text column
+    per quality metric of the run ("mean ± std", "failed" or "n/a"; "n/a" too where the metric does not apply
+    to the task).
     ``mark_best`` wraps the best entry of each task and metric in ``**...**``."""
     stats = quality_stats(df)
     if stats.empty:
@@ -151,17 +210,28 @@ def quality_table(df: pd.DataFrame, *, mark_best: bool = False) -> pd.DataFrame:
     text = stats.apply(_entry, axis=1)
     if mark_best:
         text = text.where(~best_mask(stats), "**" + text + "**")
-    wide = stats.assign(text=text).set_index([*KEYS, "metric"])["text"].unstack("metric")
+    wide = stats.assign(text=text).set_index([*KEYS, "steps", "metric"])["text"].unstack("metric")
     wide = wide.reindex(columns=[m for m in QUALITY_METRICS if m in wide.columns]).fillna("n/a")
     wide.columns.name = None
     return wide.reset_index()
 
 
+_CELL_COLS = ["run_id", "cell_id", "label", "method", "task", "dim", "layers", "data_seed", "train_seed", "budget",
+              "steps_done", "status", "reason"]
+
+
 def failures(df: pd.DataFrame) -> pd.DataFrame:
-    """Every failed cell with its keys, seed and reason."""
+    """Every failed cell with its keys, seeds, steps done and reason."""
     cells = cell_status(df)
-    cols = ["run_id", "cell_id", "method", "task", "dim", "layers", "seed", "budget", "reason"]
-    return cells.loc[cells["failed"], cols].sort_values(["task", "method", "dim", "seed"]).reset_index(drop=True)
+    return cells.loc[cells["failed"], _CELL_COLS].sort_values(["task", "label", "dim", "train_seed"]) \
+        .reset_index(drop=True)
+
+
+def flagged(df: pd.DataFrame) -> pd.DataFrame:
+    """Every ``capped`` or ``degenerate`` cell with its keys, seeds, steps done and reason."""
+    cells = cell_status(df)
+    return cells.loc[cells["status"].isin(FLAGS), _CELL_COLS].sort_values(["task", "label", "dim", "train_seed"]) \
+        .reset_index(drop=True)
 
 
 def step_times(df: pd.DataFrame) -> pd.DataFrame:
@@ -217,12 +287,11 @@ def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
 
 
 def nll_at_time(df: pd.DataFrame) -> pd.DataFrame:
-    """Ok ``nll_at_time`` rows with finite value and elapsed time, from cells that did not fail."""
-    cells = cell_status(df)
-    bad = set(cells.loc[cells["failed"], "cell_id"])
-    t = df[df["metric"].eq("nll_at_time") & df["status"].eq("ok") & df["value"].notna() & df["elapsed_s"].notna()
-           & ~df["cell_id"].isin(bad)]
-    return t.assign(value=t["value"].astype(float), elapsed_s=t["elapsed_s"].astype(float))
+    """Ok ``nll_at_time`` rows with finite value and compute time, from ``ok`` cells, with ``label``."""
+    t = _keyed(df[df["metric"].eq("nll_at_time")])
+    t = t[t["cell_status"].eq("ok") & t["status"].eq("ok") & t["value"].notna() & t["compute_s"].notna()]
+    t = t.assign(value=t["value"].astype(float), compute_s=t["compute_s"].astype(float))
+    return t[np.isfinite(t["value"]) & np.isfinite(t["compute_s"])]
 
 
 def scaling_fits(panels: list[tuple[str, float, pd.DataFrame]], x: str,
@@ -251,3 +320,49 @@ def scaling_fits(panels: list[tuple[str, float, pd.DataFrame]], x: str,
                     row.update(status="failed", reason=str(e))
             rows.append(row)
     return pd.DataFrame(rows, columns=cols)
+
+
+def _round2(x: float, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``x`` to two significant digits, rounded up or down instead where nearest would leave [lo, hi]."""
+    r = float(f"{x:.2g}")
+    if lo <= r <= hi or x <= 0:
+        return r
+    unit = 10.0 ** (math.floor(math.log10(x)) - 1)
+    r = (math.ceil if r < lo else math.floor)(x / unit) * unit
+    return float(f"{r:.2g}")
+
+
+def compute_points(curves: pd.DataFrame, n: int = 4) -> list[float]:
+    """``n`` common compute points (s, two significant digits) for one task's checkpoint curves: log-spaced over
+    the range where every configuration's curves overlap when there is one, else over the union of ranges."""
+    ranges = curves.groupby("cell_id")["compute_s"].agg(["min", "max"])
+    per_config = curves.groupby("config_key")["cell_id"].unique()
+    lo_c = [ranges.loc[list(ids), "min"].max() for ids in per_config]
+    hi_c = [ranges.loc[list(ids), "max"].min() for ids in per_config]
+    lo, hi = max(lo_c), min(hi_c)
+    if not lo < hi:
+        lo, hi = min(lo_c), max(hi_c)
+    if not (lo > 0 and hi > lo):
+        return [_round2(hi)] if hi > 0 else []
+    pts = sorted({_round2(v, lo, hi) for v in np.geomspace(lo, hi, n)})
+    return [p for p in pts if lo <= p <= hi]
+
+
+def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
+    """Test NLL at common compute points, per task, D and configuration (module docstring: equal compute).
+
+    Long format: task, dim, label, method, config_key, compute_s (the point C), nll (mean over the
+    configuration's ok cells; NaN where C is outside any of their measured ranges), n_cells."""
+    t = nll_at_time(df)
+    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "n_cells"]
+    out = []
+    for (task, dim), g in t.groupby(["task", "dim"], sort=True):
+        points = compute_points(g, n_points)
+        for (label, method, key), h in g.groupby(["label", "method", "config_key"], sort=True):
+            cells = [c.sort_values("compute_s") for _, c in h.groupby("cell_id")]
+            for p in points:
+                inside = [c for c in cells if c["compute_s"].iloc[0] <= p <= c["compute_s"].iloc[-1]]
+                v = (float(np.mean([np.interp(p, c["compute_s"], c["value"]) for c in cells]))
+                     if len(inside) == len(cells) else np.nan)
+                out.append([task, int(dim), label, method, key, p, v, len(cells)])
+    return pd.DataFrame(out, columns=cols)
