@@ -33,6 +33,7 @@ process that ran it, so a Dask run equals a serial one on every non-timing metri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -53,6 +54,7 @@ import torch
 
 from .matrix import Cell, Matrix, load_imports, validate
 from .results import write_json_atomic, write_results
+from .rundir import RunDirExists, RunLock, align_device, check_run_dir, resolve_run_dir, tidy_run_dir
 
 #: metrics the runner records itself (all others come from ``metrics.compute_metrics``)
 TIMING_METRICS = ("step_time", "train_time", "peak_memory", "nll_at_time")
@@ -60,10 +62,6 @@ RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr",)
 #: samples kept on disk per cell
 MAX_SAVED_SAMPLES = 2000
 _NLL_CHUNK = 1024
-
-
-class RunDirExists(FileExistsError):
-    """The run directory already holds a run and ``resume`` was not asked for."""
 
 
 class CellFailure(RuntimeError):
@@ -151,7 +149,14 @@ def checkpoint_steps(budget: int, k: int) -> list[int]:
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless mini-batch indices: per epoch a random permutation cut into full batches."""
+    """Endless mini-batch indices: per epoch a random permutation cut into full batches.
+
+    ``batch_size`` and ``n`` must be >= 1 (checked here too, not only by matrix validation: an empty range
+    would make this generator spin forever without yielding)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if n < 1:
+        raise ValueError(f"no training data to draw batches from (n = {n})")
     bs = min(batch_size, n)
     while True:
         perm = torch.randperm(n, generator=gen)
@@ -310,22 +315,11 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
 # ------------------------------------------------------------------------------------------ the matrix
 
 
-def _prepare_run_dir(run_dir: Path, matrix: Matrix, cell_ids: list[str], resume: bool) -> None:
-    matrix_doc = {**matrix.to_dict(), "cell_ids": cell_ids}
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not resume:
-            raise RunDirExists(f"run directory {str(run_dir)!r} already exists and is not empty; pass --resume "
-                               "(resume=True) to continue it, or choose another --out; nothing was overwritten")
-        old = run_dir / "matrix.json"
-        if old.exists():
-            prev = json.loads(old.read_text())
-            if sorted(prev.get("cell_ids", [])) != sorted(cell_ids):
-                raise RunDirExists(f"cannot resume {str(run_dir)!r}: it was started with a different matrix "
-                                   f"({prev.get('name')!r}, {len(prev.get('cell_ids', []))} cells); "
-                                   "use another --out")
+def _prepare_run_dir(run_dir: Path, matrix: Matrix, cell_ids: list[str]) -> None:
+    """Under the run lock (the folder was checked by ``rundir.check_run_dir``): sub-folders and matrix.json."""
     (run_dir / "cells").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
-    write_json_atomic(run_dir / "matrix.json", matrix_doc)
+    write_json_atomic(run_dir / "matrix.json", {**matrix.to_dict(), "cell_ids": cell_ids})
 
 
 def _finish_record(record: dict[str, Any], samples: np.ndarray | None, run_dir: Path, run_id: str,
@@ -343,18 +337,44 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     """Validate ``matrix``, run its cells into ``run_dir`` and return the tidy results table.
 
     ``workers > 1`` starts a local ``dask.distributed`` cluster of that many single-threaded worker
-    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package
-    and any matrix ``imports``; results travel back to this process, which alone writes ``run_dir``).
-    Torch uses one thread per Dask worker; a serial run keeps the process's setting.
+    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
+    the client's versions; ``.py`` plugin files of ``imports`` are shipped to them; results travel back to this
+    process, which alone writes ``run_dir``): see :mod:`ebflow_bench.cluster`. Torch uses one thread per Dask
+    worker; a serial run keeps the process's setting.
+
+    Before any work: the matrix is validated, the folder checked (:mod:`ebflow_bench.rundir`: ``~`` expanded,
+    a non-writable or file ``run_dir`` refused, ``resume`` only into a run folder of the same matrix) and the
+    cluster reached. Then the folder is locked for the run, leftovers of a killed run are tidied (temporary
+    files removed, damaged cell records moved to ``cells/corrupt/`` so that those cells run again).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    run_dir = resolve_run_dir(run_dir)
+    if resume:  # `auto` that means this machine's device of the stored run keeps the cells' ids
+        matrix = matrix.with_device(align_device(run_dir, matrix.eval.device))
     cells = validate(matrix)
-    run_dir = Path(run_dir)
     ids = [c.cell_id for c in cells]
-    _prepare_run_dir(run_dir, matrix, ids, resume)
+    check_run_dir(run_dir, ids, resume)  # nothing is written before this passes
+    if workers > 1 or scheduler is not None:  # reach the cluster before writing anything
+        from .cluster import connect
+
+        session = connect(workers, scheduler, matrix.imports, matrix.eval.device)
+    else:
+        session = contextlib.nullcontext()
+    with session as client, RunLock(run_dir):
+        tidy_run_dir(run_dir)  # temporary files of killed writes; damaged cell records moved aside
+        _prepare_run_dir(run_dir, matrix, ids)
+        return _run_locked(matrix, cells, run_dir, resume, workers, scheduler, client, progress)
+
+
+def _run_locked(matrix: Matrix, cells: list[Cell], run_dir: Path, resume: bool, workers: int,
+                scheduler: str | None, client, progress: bool) -> pd.DataFrame:
+    ids = [c.cell_id for c in cells]
     meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    except ValueError:  # a meta.json cut by a kill: start a new one
+        meta = {}
     commit = git_commit()
     started = _now()
     meta.setdefault("run_id", f"{matrix.name}-{_dt.datetime.now():%Y%m%dT%H%M%S}")
@@ -372,47 +392,24 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
 
     bar = tqdm(total=len(todo), desc=f"{matrix.name} ({len(cells) - len(todo)} done)", unit="cell",
                disable=not progress)
-    if workers == 1 and scheduler is None:
+    if client is None:
         for c in todo:
             bar.set_postfix_str(f"{c.method} {c.task} D={c.dim}")
             rec, samples = run_cell(c)
             _finish_record(rec, samples, run_dir, run_id, commit)
             bar.update()
     else:
-        _run_dask(todo, run_dir, run_id, commit, workers, scheduler, bar)
+        from .cluster import run_cells
+
+        run_cells(client, todo, lambda rec, samples: _finish_record(rec, samples, run_dir, run_id, commit),
+                  bar.update)
     bar.close()
 
     df = write_results(run_dir)
     meta["finished"] = _now()
-    meta["n_failed"] = int(sum(json.loads((run_dir / "cells" / f"{i}.json").read_text())["status"] == "failed"
-                               for i in ids if (run_dir / "cells" / f"{i}.json").exists()))
+    meta["n_failed"] = int(df.loc[df["cell_status"] == "failed", "cell_id"].nunique()) if len(df) else 0
     write_json_atomic(meta_path, meta)
     return df
-
-
-def _run_dask(todo: list[Cell], run_dir: Path, run_id: str, commit: str, workers: int, scheduler: str | None,
-              bar) -> None:
-    import logging
-
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
-        futures = client.map(run_cell, todo, threads=1, pure=False)
-        for fut in as_completed(futures):
-            rec, samples = fut.result()
-            _finish_record(rec, samples, run_dir, run_id, commit)
-            bar.update()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 __all__ = ["run_matrix", "run_cell", "checkpoint_steps", "RunDirExists", "CellFailure"]
