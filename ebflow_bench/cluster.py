@@ -180,7 +180,10 @@ def connect(workers: int = 1, scheduler: str | None = None, imports: tuple[str, 
     cluster = client = None
     try:
         if scheduler is None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            # one retry for a lost worker's cell; one cell at a time per single-threaded worker, so that a dying
+            # worker takes down (and counts against) no queued cell but its own
+            with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 cluster = _local_cluster(workers, device)
                 client = Client(cluster, timeout=CONNECT_TIMEOUT_S)
                 client.wait_for_workers(workers, timeout=max(CONNECT_TIMEOUT_S, 60))
