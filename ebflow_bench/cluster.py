@@ -74,7 +74,12 @@ def version_mismatches(local: dict[str, str], workers: dict[str, dict[str, str]]
 
 def check_versions(client) -> None:
     """Raise :class:`ClusterError` listing every version mismatch between the client and its workers."""
-    bad = version_mismatches(package_versions(), client.run(package_versions))
+    try:
+        theirs = client.run(package_versions)
+    except Exception as e:  # noqa: BLE001  (e.g. the workers cannot import this package at all)
+        raise ClusterError(f"cannot read package versions on the workers ({type(e).__name__}: {e}); is "
+                           "ebflow-bench installed there?") from None
+    bad = version_mismatches(package_versions(), theirs)
     if bad:
         raise ClusterError("package versions differ between this client and the workers (results would not be "
                            "comparable); install the same versions everywhere:\n  " + "\n  ".join(bad))
@@ -105,14 +110,23 @@ class PluginFiles(WorkerPlugin):
     def setup(self, worker) -> None:  # runs in each worker process, also after a restart
         from .matrix import load_imports
 
+        import hashlib
+
         folder = Path(worker.local_directory) / "ebflow_bench_plugins"
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for stem, source in self.files.items():
+            digest = hashlib.sha1(source).hexdigest()
+            loaded = sys.modules.get(f"ebflow_bench_plugin_{stem}")
+            if loaded is not None and getattr(loaded, "__ebflow_bench_sha1__", digest) != digest:
+                raise RuntimeError(f"plugin {stem}.py changed since this worker imported it; restart the "
+                                   "workers to load the new version")
             path = folder / f"{stem}.py"
             path.write_bytes(source)
             paths.append(str(path))
         load_imports(paths + self.modules)
+        for stem, source in self.files.items():
+            sys.modules[f"ebflow_bench_plugin_{stem}"].__ebflow_bench_sha1__ = hashlib.sha1(source).hexdigest()
 
 
 def ship_plugins(client, imports: tuple[str, ...] | list[str]) -> None:

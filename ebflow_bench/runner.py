@@ -27,7 +27,8 @@ one). Then the per-sample test NLL (``adapter.nll``, in chunks) and ``n_samples`
 
 A non-finite loss, non-finite samples or any exception make the cell ``failed`` (value NaN, ``reason`` with the
 step and the error); the matrix goes on. Records are written atomically to ``cells/<cell_id>.json``;
-``resume=True`` skips cells that have one. Cell results depend only on the cell (seeds), not on the order or
+``resume=True`` skips cells that have a complete one (a damaged record is moved to ``cells/corrupt/`` and its
+cell runs again; the folder is locked while a run writes it: see :mod:`ebflow_bench.rundir`). Cell results depend only on the cell (seeds), not on the order or
 process that ran it, so a Dask run equals a serial one on every non-timing metric.
 """
 

@@ -179,3 +179,25 @@ def test_unreachable_scheduler_fails_fast_before_writing(tmp_path, monkeypatch, 
                  "--quiet"]) == 0
     assert load_results(out)["cell_id"].nunique() == 2
     assert EXIT_CELLS_FAILED == 3
+
+
+def test_plugin_files_setup_writes_imports_and_refuses_a_changed_plugin(tmp_path):
+    """What each worker runs (also on restart): the shipped source is imported from the worker's folder under
+    the client's module name; an edited plugin on a worker that holds the old one is refused, not mixed."""
+    from types import SimpleNamespace
+
+    src = tmp_path / "client" / "tiny_plugin_xyz.py"
+    src.parent.mkdir()
+    src.write_text("VALUE = 1\n")
+    shipped = cluster.PluginFiles([str(src)])
+    src.unlink()  # the worker gets the bytes, not the path
+    worker = SimpleNamespace(local_directory=str(tmp_path / "worker"))
+    shipped.setup(worker)
+    mod = sys.modules["ebflow_bench_plugin_tiny_plugin_xyz"]
+    assert mod.VALUE == 1 and Path(mod.__file__).parent == tmp_path / "worker" / "ebflow_bench_plugins"
+    shipped.setup(worker)  # a restart with the same source is fine
+    src.write_text("VALUE = 2\n")
+    with pytest.raises(RuntimeError, match="tiny_plugin_xyz.py changed since this worker imported it"):
+        cluster.PluginFiles([str(src)]).setup(worker)
+    with pytest.raises(cluster.ClusterError, match="cannot read the plugin file"):
+        cluster.PluginFiles([str(tmp_path / "missing.py")])
