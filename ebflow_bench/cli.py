@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -258,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, os.path.expanduser(getattr(args, key)))
     if getattr(args, "run_dirs", None):
         args.run_dirs = [os.path.expanduser(d) for d in args.run_dirs]
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         return args.fn(args)
     except _bad_input_errors() as e:
@@ -272,6 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings of a command (a skipped task, a damaged record, a stale lock taken over) as one line each."""
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":
