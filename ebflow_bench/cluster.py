@@ -194,8 +194,7 @@ def connect(workers: int = 1, scheduler: str | None = None, imports: tuple[str, 
     cluster = client = None
     try:
         if scheduler is None:
-            # one retry for a lost worker's cell; one cell at a time per single-threaded worker, so that a dying
-            # worker takes down (and counts against) no queued cell but its own
+            # one retry for a lost worker's cell (run_cells keeps queued cells off the workers)
             with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                                   "distributed.scheduler.worker-saturation": 1.0}):
                 cluster = _local_cluster(workers, device)
@@ -243,25 +242,42 @@ def run_cells(client, cells: list, finish: Callable[[dict[str, Any], Any], None]
               = lambda: None) -> None:
     """Run ``cells`` on ``client``'s workers; ``finish(record, samples)`` each result as it arrives (in this
     process, which alone writes the run folder). A lost worker's cell is retried once (see the module
-    docstring), then recorded failed; the other cells go on."""
+    docstring), then recorded failed; the other cells go on.
+
+    Cells are submitted as worker threads free up (at most one per thread in flight, re-counted as workers come
+    and go), not all at once: a worker then never holds queued cells, so one that dies takes down (and counts a
+    loss against) only the cell it was running.
+    """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     from .runner import run_cell
 
-    futures = client.map(run_cell, cells, threads=1, pure=False, retries=1)
-    cell_of = {f.key: c for f, c in zip(futures, cells)}
-    for fut in as_completed(futures):
-        cell = cell_of[fut.key]
+    waiting = list(reversed(cells))
+    cell_of: dict[str, Any] = {}
+    running = as_completed()
+
+    def top_up() -> None:
+        slots = max(1, sum(client.nthreads().values()))
+        while waiting and len(cell_of) < slots:
+            cell = waiting.pop()
+            fut = client.submit(run_cell, cell, threads=1, pure=False, retries=1)
+            cell_of[fut.key] = cell
+            running.add(fut)
+
+    top_up()
+    for fut in running:
+        cell = cell_of.pop(fut.key)
         try:
             record, samples = fut.result()
         except KilledWorker:
             record, samples = failed_record(cell, LOST_TWICE), None
         except Exception as e:  # noqa: BLE001  (an infrastructure error of one cell must not end the run)
             record, samples = failed_record(cell, f"on the cluster: {type(e).__name__}: {e}"), None
+        fut.release()
+        top_up()  # the next cell starts before this one's files are written
         finish(record, samples)
         on_done()
-        fut.release()
 
 
 __all__ = ["connect", "run_cells", "check_versions", "version_mismatches", "package_versions", "ship_plugins",
