@@ -28,8 +28,9 @@ one). Then the per-sample test NLL (``adapter.nll``, in chunks) and ``n_samples`
 A non-finite loss, non-finite samples or any exception make the cell ``failed`` (value NaN, ``reason`` with the
 step and the error); the matrix goes on. Records are written atomically to ``cells/<cell_id>.json``;
 ``resume=True`` skips cells that have a complete one (a damaged record is moved to ``cells/corrupt/`` and its
-cell runs again; the folder is locked while a run writes it: see :mod:`ebflow_bench.rundir`). Cell results depend only on the cell (seeds), not on the order or
-process that ran it, so a Dask run equals a serial one on every non-timing metric.
+cell runs again; the folder is locked while a run writes it: see :mod:`ebflow_bench.rundir`). Cell results
+depend only on the cell (seeds), not on the order or process that ran it, so a Dask run
+(:mod:`ebflow_bench.cluster`) equals a serial one on every non-timing metric.
 """
 
 from __future__ import annotations
@@ -370,7 +371,6 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
 
 def _run_locked(matrix: Matrix, cells: list[Cell], run_dir: Path, resume: bool, workers: int,
                 scheduler: str | None, client, progress: bool) -> pd.DataFrame:
-    ids = [c.cell_id for c in cells]
     meta_path = run_dir / "meta.json"
     try:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}

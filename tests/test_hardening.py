@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,7 @@ from ebflow_bench.cli import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_INTERRUPTED
 from ebflow_bench.matrix import load_imports, load_matrix
 from ebflow_bench.results import load_results, write_results
 from ebflow_bench.rundir import DamagedCellRecord, RunDirLocked, RunLock, scan_cells
-from ebflow_bench.runner import _batches, run_cell, run_matrix
+from ebflow_bench.runner import _batches, run_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = str(Path(__file__).with_name("test_runner.py").resolve())  # test-diag adapter, test-gauss task
