@@ -69,17 +69,39 @@ class EBFlow(nn.Module):
             return t
         return torch.zeros(())
 
-    def _check(self, x: Tensor) -> None:
+    def _check(self, x: Tensor) -> Tensor:
+        """``x`` as a flat ``[B, D]`` tensor of the model's floating dtype, or a clear error.
+
+        numpy arrays (and other array-likes) are converted; other dtypes (float64 data for a float32 model,
+        integers) are cast to the model's dtype, keeping any autograd graph. An empty batch is refused: every
+        loss would be the mean of nothing (NaN).
+        """
+        if not isinstance(x, Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"EBFlow expects a tensor or numpy array [B, {self.dim}], got "
+                                f"{type(x).__name__}: {e}") from None
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"EBFlow expects flat data [B, {self.dim}], got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"EBFlow got an empty batch (shape {tuple(x.shape)}): give at least one sample")
+        dtype = self._ref.dtype
+        if x.dtype != dtype:
+            if x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"EBFlow expects real-valued data, got dtype {x.dtype}")
+            x = x.to(dtype)
+        return x
 
     def linear_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.linear]
 
     # ----------------------------------------------------------- preprocessing
     def preprocess(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``x -> (u, log|det du/dx|)``; the identity (log-det 0) without preprocessing."""
-        self._check(x)
+        """``x -> (u, log|det du/dx|)``; the identity (log-det 0) without preprocessing.
+
+        Accepts numpy arrays and any real dtype (cast to the model's); refuses an empty batch."""
+        x = self._check(x)
         if self.preprocessing is None:
             return x, x.new_zeros(x.shape[0])
         return self.preprocessing(x)
@@ -91,7 +113,7 @@ class EBFlow(nn.Module):
     # -------------------------------------------------------- flow (u space)
     def flow(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Trained flow on preprocessed data: ``u [B, D] -> (z [B, D], sum of non-linear log-dets [B])``."""
-        self._check(u)
+        u = self._check(u)
         h = u.reshape(u.shape[0], *self.event_shape)
         logdet = u.new_zeros(u.shape[0])
         for layer in self.layers:
@@ -102,7 +124,7 @@ class EBFlow(nn.Module):
 
     def flow_inverse(self, z: Tensor) -> Tensor:
         """``z -> u`` (inverts every layer of the trained flow)."""
-        self._check(z)
+        z = self._check(z)
         h = z.reshape(z.shape[0], *self.event_shape)
         for layer in reversed(self.layers):
             h = layer.inverse(h)
@@ -165,7 +187,7 @@ class EBFlow(nn.Module):
     def score(self, x: Tensor, *, create_graph: bool = False) -> Tensor:
         """``grad_x log p(x)`` ([B, D]); equals ``-grad_x energy(x)`` without preprocessing."""
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
+            x = self._check(x).detach().requires_grad_(True)
             u, pre_logdet = self.preprocess(x)
             logp = pre_logdet - self.flow_energy(u)
             (g,) = torch.autograd.grad(logp.sum(), x, create_graph=create_graph)
@@ -179,8 +201,14 @@ class EBFlow(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, *, preprocessed: bool = False) -> Tensor:
         """``n`` exact samples ``[n, D]`` (no graph), in data space, or in the flow's input space ``u`` if
-        ``preprocessed``. The base draw follows the parameters' dtype and device."""
+        ``preprocessed``. The base draw follows the parameters' dtype and device. ``n = 0`` gives an empty
+        ``[0, D]`` tensor."""
         ref = self._ref
+        if isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 0:
+            raise ValueError(f"sample: n must be an integer >= 0, got {n!r}")
+        n = n.__index__()
+        if n == 0:
+            return ref.new_zeros((0, self.dim))
         z = randn((n, self.dim), ref, generator)
         u = self.flow_inverse(z)
         return u if preprocessed else self.postprocess(u)

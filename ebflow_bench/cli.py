@@ -1,20 +1,44 @@
 """The ``ebflow-bench`` command line: ``list | run | report | track | steptime``.
 
-Every subcommand imports what it needs lazily, so each works as soon as its own modules exist. Bad input
-(unknown names, impossible dims, an existing run directory, missing files) prints ``error: ...`` to stderr and
-exits with status 2; argparse errors exit with 2 as well.
+Every subcommand imports what it needs lazily, so each works as soon as its own modules exist.
+
+Exit status (:data:`EXIT_OK` ...; README "Exit codes"):
+
+- 0: done, every cell ``ok`` (time-capped cells are ok: the cap is part of the matrix);
+- 1: an error of the environment after the input was accepted (e.g. the disk filled up), one line on stderr;
+- 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an unusable run
+  folder (a file, not writable, not empty without ``--resume``, in use by another run), an unreachable
+  scheduler, mismatched versions on the cluster; argparse errors too. One ``error: ...`` line, no traceback;
+- 3: the run finished but at least one cell ``failed`` (one line on stderr says how many, even with ``--quiet``);
+- 4: no cell failed but at least one is ``degenerate`` (finished with a result flagged unusable);
+- 130: interrupted (Ctrl-C); finished cells are kept, ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_DEGENERATE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
 class _BadInput(Exception):
     """A user error: printed without a traceback, exit status 2."""
+
+
+def run_exit_code(cell_status: Sequence[str]) -> int:
+    """The exit status of a finished run from its cells' statuses (one entry per cell)."""
+    statuses = set(cell_status)
+    if "failed" in statuses:
+        return EXIT_CELLS_FAILED
+    if "degenerate" in statuses:
+        return EXIT_DEGENERATE
+    return EXIT_OK
 
 
 def _csv(text: str) -> list[str]:
@@ -26,6 +50,24 @@ def _ints(text: str) -> list[int]:
         return [int(t) for t in _csv(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _check_device(name: str) -> None:
+    """Refuse a device string torch cannot parse, or CUDA where there is none (bad input, exit 2)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise _BadInput(f"bad device {name!r}: {e}; expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise _BadInput(f"device {name!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise _BadInput(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise _BadInput(f"device {name!r} is not supported; expected cpu, cuda, cuda:N or auto")
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -76,17 +118,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise _BadInput("give --workers N (local cluster) or --scheduler ADDR (existing cluster), not both")
     matrix = load_matrix(args.preset or args.matrix)
     if args.device:
+        _check_device(args.device)
         matrix = matrix.with_device(args.device)
-    out = Path(args.out) if args.out else Path("runs") / (args.preset or matrix.name)
+    from .rundir import resolve_run_dir
+
+    out = resolve_run_dir(args.out) if args.out else Path("runs") / (args.preset or matrix.name)
+    args.out_resolved = out
     df = run_matrix(matrix, out, resume=args.resume, workers=args.workers, scheduler=args.scheduler,
                     progress=not args.quiet)
-    cells = df.drop_duplicates("cell_id") if len(df) else df
-    n_cells = len(cells)
-    counts = cells["cell_status"].value_counts().to_dict() if len(df) else {}
+    per_cell = df.drop_duplicates("cell_id")["cell_status"].tolist() if len(df) else []
+    failed = per_cell.count("failed")
+    extra = "".join(f", {per_cell.count(k)} {k}" for k in ("capped", "degenerate") if per_cell.count(k))
+    summary = f"{len(per_cell)} cells ({failed} failed{extra})"
+    code = run_exit_code(per_cell)
     if not args.quiet:
-        extra = "".join(f", {counts[k]} {k}" for k in ("capped", "degenerate") if counts.get(k))
-        print(f"{n_cells} cells ({counts.get('failed', 0)} failed{extra}) -> {out / 'results.parquet'}")
-    return 0
+        print(f"{summary} -> {out / 'results.parquet'}")
+    elif code != EXIT_OK:
+        print(f"{summary} -> {out / 'results.parquet'}", file=sys.stderr)
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -97,9 +146,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _BadInput(f"--asv-results {args.asv_results!r} is not a directory")
     from .report import build_report
 
-    path = build_report([Path(d) for d in args.run_dirs], Path(args.out),
-                        asv_results=Path(args.asv_results) if args.asv_results else None,
-                        command=" ".join(["ebflow-bench", *sys.argv[1:]]))
+    try:
+        path = build_report([Path(d) for d in args.run_dirs], Path(args.out),
+                            asv_results=Path(args.asv_results) if args.asv_results else None,
+                            command=" ".join(["ebflow-bench", *sys.argv[1:]]))
+    except ValueError as e:  # e.g. no finished cell in the folders
+        raise _BadInput(str(e)) from None
     print(path)
     return 0
 
@@ -131,11 +183,16 @@ def cmd_steptime(args: argparse.Namespace) -> int:
     if unknown:
         raise _BadInput(f"unknown method(s) {unknown}; known: {', '.join(sorted(reg))}")
     bad = [d for d in args.dims if d < 1]
-    if bad or args.layers < 1:
+    if bad or not args.dims or args.layers < 1:
         raise _BadInput(f"dims and --layers must be >= 1 (got dims {args.dims}, layers {args.layers})")
+    if args.repeats < 1 or args.batch_size < 1:
+        raise _BadInput(f"--repeats and --batch-size must be >= 1 (got {args.repeats}, {args.batch_size})")
+    if not args.methods:
+        raise _BadInput("--methods is empty")
+    device = args.device or "cpu"
+    _check_device(device)
     from .steptime import step_time
 
-    device = args.device or "cpu"
     print(f"mean step time (s), L={args.layers}, batch={args.batch_size}, device={device}")
     print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>12}" for d in args.dims))
     for m in args.methods:
@@ -208,16 +265,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions shown as one ``error:`` line with exit status 2 (evaluated when an error propagates, so that
+    the Dask-dependent cluster module is only imported by runs that use it)."""
+    from .matrix import MatrixError
+    from .rundir import RunDirError
+
+    out: tuple[type[BaseException], ...] = (_BadInput, MatrixError, RunDirError, FileNotFoundError)
+    cluster = sys.modules.get(f"{__package__}.cluster")
+    return out + ((cluster.ClusterError,) if cluster is not None else ())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .matrix import MatrixError
-    from .runner import RunDirExists
-
+    for key in ("out", "matrix", "asv_results"):  # a quoted `--out=~/x` reaches us unexpanded
+        if getattr(args, key, None):
+            setattr(args, key, os.path.expanduser(getattr(args, key)))
+    if getattr(args, "run_dirs", None):
+        args.run_dirs = [os.path.expanduser(d) for d in args.run_dirs]
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         return args.fn(args)
-    except (_BadInput, MatrixError, RunDirExists, FileNotFoundError) as e:
+    except _bad_input_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        where = getattr(args, "out_resolved", None)
+        hint = f"; finished cells are kept in {where}: resume with --resume" if where else \
+            ("; resume with --resume" if args.command == "run" else "")
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings of a command (a skipped task, a damaged record, a stale lock taken over) as one line each."""
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class Matrix:
             for m in b.methods:
                 for t in b.tasks:
                     for d in b.dims:
-                        dim = task_dim(t) if d is None else d
+                        dim = task_dim(t, self.task_options.get(t, {})) if d is None else d
                         if dim is None:
                             raise MatrixError([f"task {t!r} takes any D: give `dims`"])
                         for layers in b.layers:
@@ -410,7 +410,11 @@ def validate(matrix: Matrix) -> list[CellSpec]:
         for t in b.tasks:
             if t not in tasks:
                 continue
-            fixed = task_dim(t)
+            try:  # for a task whose data set D (`file`), D comes from its options
+                fixed = task_dim(t, matrix.task_options.get(t, {}))
+            except (ValueError, OSError) as e:
+                problems.append(f"{where}task {t!r}: {e}")
+                continue
             for d in b.dims:
                 if d is None and fixed is None:
                     problems.append(f"{where}task {t!r} takes any D: give `dims`")

@@ -87,10 +87,11 @@ def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_cell_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All cell records of a run (``CellRecord.to_dict()`` form), sorted by cell id (temporary files of an
-    interrupted write are ignored)."""
-    cells = Path(run_dir) / "cells"
-    return [json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))]
+    """All readable cell records of a run, sorted by cell id (temporary files of an interrupted write are
+    ignored; a damaged record is skipped with a ``rundir.DamagedCellRecord`` warning naming the file)."""
+    from .rundir import read_cell_records as read_good_records
+
+    return read_good_records(run_dir)
 
 
 class DuplicateCells(UserWarning):
@@ -127,7 +128,11 @@ def write_results(run_dir: str | Path) -> pd.DataFrame:
     records = read_cell_records(run_dir)
     matrix_file = run_dir / "matrix.json"
     if matrix_file.exists():
-        rank = {cid: i for i, cid in enumerate(json.loads(matrix_file.read_text()).get("cell_ids", []))}
+        try:
+            order = json.loads(matrix_file.read_text()).get("cell_ids", [])
+        except (ValueError, AttributeError):
+            order = []  # an unreadable matrix.json only loses the row order
+        rank = {cid: i for i, cid in enumerate(order)}
         records.sort(key=lambda r: (rank.get(r["cell_id"], len(rank)), r["cell_id"]))
     df = frame(row for rec in records for row in rows_from_cell(rec))
     tmp = run_dir / ".results.parquet.tmp"

@@ -31,11 +31,15 @@ at that step and the status ``capped`` (reason: the step it stopped at). ``diagn
 model degenerate gives the status ``degenerate``. A non-finite loss, a non-finite test NLL or any exception
 make the cell ``failed`` (a failed ``test_nll`` row, ``reason`` with the step and the error); the matrix goes
 on. Records (``CellRecord.to_dict()``) are written atomically to ``cells/<cell_id>.json``; ``resume=True``
-skips cells that have one.
+skips cells that have a complete one (a damaged record is moved to ``cells/corrupt/`` and its cell runs again;
+the folder is locked while a run writes it: see :mod:`ebflow_bench.rundir`). Cell results depend only on the
+cell's spec, not on the order or process that ran it, so a Dask run (:mod:`ebflow_bench.cluster`) equals a
+serial one on every non-timing metric.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -57,6 +61,7 @@ import torch
 from .cell import CellRecord, CellSpec, Checkpoint
 from .matrix import Matrix, load_imports, validate
 from .results import write_json_atomic, write_results
+from .rundir import RunDirExists, RunLock, align_device, check_run_dir, resolve_run_dir, tidy_run_dir
 
 #: metrics the runner records itself (all others come from ``metrics.compute_metrics``)
 TIMING_METRICS = ("step_time", "train_time", "peak_memory", "nll_at_time")
@@ -64,10 +69,6 @@ RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr", "log_z_ess")
 #: samples kept on disk per cell
 MAX_SAVED_SAMPLES = 2000
 _NLL_CHUNK = 1024
-
-
-class RunDirExists(FileExistsError):
-    """The run directory already holds a run and ``resume`` was not asked for."""
 
 
 class CellFailure(RuntimeError):
@@ -149,7 +150,14 @@ def checkpoint_steps(budget: int, k: int) -> list[int]:
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless mini-batch indices: per epoch a random permutation cut into full batches."""
+    """Endless mini-batch indices: per epoch a random permutation cut into full batches.
+
+    ``batch_size`` and ``n`` must be >= 1 (checked here too, not only by matrix validation: an empty range
+    would make this generator spin forever without yielding)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if n < 1:
+        raise ValueError(f"no training data to draw batches from (n = {n})")
     bs = min(batch_size, n)
     while True:
         perm = torch.randperm(n, generator=gen)
@@ -359,22 +367,11 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
 # ------------------------------------------------------------------------------------------ the matrix
 
 
-def _prepare_run_dir(run_dir: Path, matrix: Matrix, cell_ids: list[str], resume: bool) -> None:
-    matrix_doc = {**matrix.to_dict(), "cell_ids": cell_ids}
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not resume:
-            raise RunDirExists(f"run directory {str(run_dir)!r} already exists and is not empty; pass --resume "
-                               "(resume=True) to continue it, or choose another --out; nothing was overwritten")
-        old = run_dir / "matrix.json"
-        if old.exists():
-            prev = json.loads(old.read_text())
-            if sorted(prev.get("cell_ids", [])) != sorted(cell_ids):
-                raise RunDirExists(f"cannot resume {str(run_dir)!r}: it was started with a different matrix "
-                                   f"({prev.get('name')!r}, {len(prev.get('cell_ids', []))} cells); "
-                                   "use another --out")
+def _prepare_run_dir(run_dir: Path, matrix: Matrix, cell_ids: list[str]) -> None:
+    """Under the run lock (the folder was checked by ``rundir.check_run_dir``): sub-folders and matrix.json."""
     (run_dir / "cells").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
-    write_json_atomic(run_dir / "matrix.json", matrix_doc)
+    write_json_atomic(run_dir / "matrix.json", {**matrix.to_dict(), "cell_ids": cell_ids})
 
 
 def _finish_record(record: dict[str, Any], samples: np.ndarray | None, run_dir: Path, run_id: str,
@@ -392,18 +389,43 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     """Validate ``matrix``, run its cells into ``run_dir`` and return the tidy results table.
 
     ``workers > 1`` starts a local ``dask.distributed`` cluster of that many single-threaded worker
-    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package
-    and any matrix ``imports``; results travel back to this process, which alone writes ``run_dir``).
-    Every cell runs with ``spec.threads`` torch threads (the matrix's ``eval.threads``), serial or on Dask.
+    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
+    the client's versions; ``.py`` plugin files of ``imports`` are shipped to them; results travel back to this
+    process, which alone writes ``run_dir``): see :mod:`ebflow_bench.cluster`. Every cell runs with
+    ``spec.threads`` torch threads (the matrix's ``eval.threads``), serial or on Dask.
+
+    Before any work: the matrix is validated, the folder checked (:mod:`ebflow_bench.rundir`: ``~`` expanded,
+    a non-writable or file ``run_dir`` refused, ``resume`` only into a run folder of the same matrix) and the
+    cluster reached. Then the folder is locked for the run, leftovers of a killed run are tidied (temporary
+    files removed, damaged cell records moved to ``cells/corrupt/`` so that those cells run again).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    run_dir = resolve_run_dir(run_dir)
+    if resume:  # `auto` that means this machine's device of the stored run keeps the cells' ids
+        matrix = matrix.with_device(align_device(run_dir, matrix.eval.device))
     cells = validate(matrix)  # every problem refused here, before anything exists on disk
-    run_dir = Path(run_dir)
     ids = [c.cell_id for c in cells]
-    _prepare_run_dir(run_dir, matrix, ids, resume)
+    check_run_dir(run_dir, ids, resume)  # nothing is written before this passes
+    if workers > 1 or scheduler is not None:  # reach the cluster before writing anything
+        from .cluster import connect
+
+        session = connect(workers, scheduler, matrix.imports, matrix.eval.device)
+    else:
+        session = contextlib.nullcontext()
+    with session as client, RunLock(run_dir):
+        tidy_run_dir(run_dir)  # temporary files of killed writes; damaged cell records moved aside
+        _prepare_run_dir(run_dir, matrix, ids)
+        return _run_locked(matrix, cells, run_dir, resume, workers, scheduler, client, progress)
+
+
+def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bool, workers: int,
+                scheduler: str | None, client, progress: bool) -> pd.DataFrame:
     meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    except ValueError:  # a meta.json cut by a kill: start a new one
+        meta = {}
     commit = git_commit()
     started = _now()
     meta.setdefault("run_id", f"{matrix.name}-{_dt.datetime.now():%Y%m%dT%H%M%S}")
@@ -421,50 +443,26 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
 
     bar = tqdm(total=len(todo), desc=f"{matrix.name} ({len(cells) - len(todo)} done)", unit="cell",
                disable=not progress)
-    if workers == 1 and scheduler is None:
+    if client is None:
         for c in todo:
             bar.set_postfix_str(f"{c.method} {c.task} D={c.dim}")
             rec, samples = run_cell(c)
             _finish_record(rec, samples, run_dir, run_id, commit)
             bar.update()
     else:
-        _run_dask(todo, run_dir, run_id, commit, workers, scheduler, bar)
+        from .cluster import run_cells
+
+        run_cells(client, todo, lambda rec, samples: _finish_record(rec, samples, run_dir, run_id, commit),
+                  bar.update)
     bar.close()
 
     df = write_results(run_dir)
     meta["finished"] = _now()
-    statuses = [json.loads((run_dir / "cells" / f"{i}.json").read_text())["status"]
-                for i in ids if (run_dir / "cells" / f"{i}.json").exists()]
-    meta["n_failed"] = statuses.count("failed")
-    meta["n_capped"] = statuses.count("capped")
-    meta["n_degenerate"] = statuses.count("degenerate")
+    per_cell = df.drop_duplicates("cell_id")["cell_status"] if len(df) else pd.Series([], dtype=str)
+    for k in ("failed", "capped", "degenerate"):
+        meta[f"n_{k}"] = int((per_cell == k).sum())
     write_json_atomic(meta_path, meta)
     return df
-
-
-def _run_dask(todo: list[CellSpec], run_dir: Path, run_id: str, commit: str, workers: int, scheduler: str | None,
-              bar) -> None:
-    import logging
-
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
-        futures = client.map(run_cell, todo, pure=False)  # each cell sets its own torch threads
-        for fut in as_completed(futures):
-            rec, samples = fut.result()
-            _finish_record(rec, samples, run_dir, run_id, commit)
-            bar.update()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 __all__ = ["run_matrix", "run_cell", "checkpoint_steps", "RunDirExists", "CellFailure"]

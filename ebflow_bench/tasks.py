@@ -69,16 +69,22 @@ class TaskUnavailable(RuntimeError):
 _TASKS: dict[str, Callable[..., Task]] = {}
 #: name -> fixed dimension, or None when the task takes ``dim``
 _FIXED_DIM: dict[str, int | None] = {}
+#: name -> function of the task's options giving its D (tasks whose D is set by their data, e.g. ``file``)
+_DIM_OF: dict[str, Callable[..., int]] = {}
 
 
-def register_task(name: str, dim: int | None = None):
-    """Decorator registering a task factory. ``dim`` is the task's fixed D (None: any D, passed as ``dim``)."""
+def register_task(name: str, dim: int | None = None, dim_of: Callable[..., int] | None = None):
+    """Decorator registering a task factory. ``dim`` is the task's fixed D (None: any D, passed as ``dim``);
+    ``dim_of(**options)`` gives D from the task's options where the data decide it (the factory then gets
+    ``dim`` when the matrix gives one, and must check it)."""
 
     def deco(fn: Callable[..., Task]) -> Callable[..., Task]:
         if name in _TASKS:
             raise ValueError(f"task {name!r} registered twice")
         _TASKS[name] = fn
         _FIXED_DIM[name] = dim
+        if dim_of is not None:
+            _DIM_OF[name] = dim_of
         return fn
 
     return deco
@@ -88,14 +94,17 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def task_dim(name: str) -> int | None:
-    """The task's fixed dimension, or None if it accepts any ``dim``."""
+def task_dim(name: str, options: dict | None = None) -> int | None:
+    """The task's fixed dimension, or None if it accepts any ``dim``. For a task whose data set D (``file``),
+    D read from ``options`` when they are given (a ``ValueError``/``FileNotFoundError`` says why it cannot)."""
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(available_tasks())}")
+    if name in _DIM_OF and options is not None:
+        return _DIM_OF[name](**options)
     return _FIXED_DIM[name]
 
 
-def get_task(name: str, dim: int | None = None, seed: int = 0, **options) -> Task:
+def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> Task:
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(available_tasks())}")
     fixed = _FIXED_DIM[name]
@@ -103,9 +112,9 @@ def get_task(name: str, dim: int | None = None, seed: int = 0, **options) -> Tas
         if dim is not None and int(dim) != fixed:
             raise ValueError(f"task {name!r} has fixed dimension {fixed}, not {dim}")
         return _TASKS[name](seed=seed, **options)
-    if dim is None:
+    if dim is None and name not in _DIM_OF:
         raise ValueError(f"task {name!r} needs a dimension (dim=...)")
-    return _TASKS[name](dim=int(dim), seed=seed, **options)
+    return _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
 
 
 # --- task factories below (2-D toys, mixtures, Gaussians, digits, MNIST-5k, image patches, UCI loaders) ---
@@ -612,3 +621,133 @@ def _register_uci(name: str) -> None:
 
 for _name in UCI_DIMS:
     _register_uci(_name)
+
+
+# --- the user's own data: a task from an .npy, .csv or .parquet file -------------------------------------------
+
+FILE_SUFFIXES = (".npy", ".csv", ".parquet")
+
+
+def _file_path(path: str | os.PathLike | None) -> Path:
+    if path is None:
+        raise ValueError("task 'file' needs the option path = \"data.csv\" (an .npy, .csv or .parquet file)")
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.suffix.lower() not in FILE_SUFFIXES:
+        raise ValueError(f"task 'file': {str(p)!r} is not an {', '.join(FILE_SUFFIXES)} file")
+    if not p.is_file():
+        raise FileNotFoundError(f"task 'file': data file {str(p)!r} not found")
+    return p
+
+
+def _file_columns(p: Path) -> list:
+    """Column names (csv, parquet) or indices (npy) of a data file, read without loading the data."""
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"task 'file': {p} holds an array of shape {arr.shape}, expected [N, D]")
+        return list(range(arr.shape[1] if arr.ndim == 2 else 1))
+    if suffix == ".csv":
+        import pandas as pd
+
+        return list(pd.read_csv(p, nrows=0).columns)
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(p).names)
+
+
+def _selected(p: Path, columns) -> list:
+    have = _file_columns(p)
+    if columns is None:
+        return have
+    if isinstance(columns, (str, int)) or not isinstance(columns, (list, tuple)) or not columns:
+        raise ValueError(f"task 'file': columns must be a non-empty list, got {columns!r}")
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise ValueError(f"task 'file': column(s) {missing} not in {p.name}; it has {have}")
+    return list(columns)
+
+
+def file_task_dim(path=None, columns=None, **_ignored) -> int:
+    """D of a ``file`` task: the number of (selected) columns."""
+    return len(_selected(_file_path(path), columns))
+
+
+def _read_numeric(p: Path, columns: list) -> np.ndarray:
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+        arr = arr[:, None] if arr.ndim == 1 else arr
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"task 'file': {p} holds {arr.dtype} values, expected numbers")
+        return np.asarray(arr[:, columns], dtype=np.float64)
+    import pandas as pd
+
+    df = pd.read_csv(p, usecols=columns) if suffix == ".csv" else pd.read_parquet(p, columns=columns)
+    df = df[columns]
+    bad = [str(c) for c in columns if not (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))]
+    if bad:
+        raise ValueError(f"task 'file': non-numeric column(s) {bad} in {p.name}; choose numeric ones with "
+                         "`columns = [...]` or encode them as numbers")
+    return df.to_numpy(dtype=np.float64)
+
+
+@register_task("file", dim_of=file_task_dim)
+def file_task(dim: int | None = None, seed: int = 0, path: str | None = None, columns: list | None = None,
+              test_fraction: float = 0.2, standardise: bool = True, name: str | None = None) -> Task:
+    """Your own data: rows of an ``.npy`` array [N, D], a ``.csv`` file with a header line, or a ``.parquet``
+    file, optionally only ``columns`` (names; indices for .npy). A random ``test_fraction`` of the rows (drawn
+    with ``seed``, the cell's data seed) is the test set, the rest the training set. With ``standardise`` (the
+    default) every column is shifted and scaled by the *training* split's mean and standard deviation, so test
+    data never leaks into the preprocessing; NLLs are then in the standardised space. ``name`` labels the data
+    in descriptions (default: the file's stem). Missing files, non-numeric columns, NaN/inf values, constant
+    columns and too few rows are refused with the reason."""
+    p = _file_path(path)
+    cols = _selected(p, columns)
+    if dim is not None and int(dim) != len(cols):
+        raise ValueError(f"task 'file': {p.name} has {len(cols)} (selected) columns, not D = {dim}; leave out "
+                         "`dims` for this task")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"task 'file': test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if not isinstance(standardise, bool):
+        raise ValueError(f"task 'file': standardise must be true or false, got {standardise!r}")
+    data = _read_numeric(p, cols)
+    finite = np.isfinite(data)
+    if not finite.all():
+        rows, where = np.nonzero(~finite)
+        bad_cols = sorted({str(cols[j]) for j in where})
+        raise ValueError(f"task 'file': {p.name} has {len(rows)} NaN/inf value(s) (first in row {rows[0]}, "
+                         f"columns {bad_cols}); drop or impute them first")
+    n = len(data)
+    n_test = int(round(n * test_fraction))
+    if n_test < 1 or n - n_test < 2:
+        raise ValueError(f"task 'file': {p.name} has {n} rows: too few for a train/test split at "
+                         f"test_fraction = {test_fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).numpy()
+    train, test = data[order[n_test:]], data[order[:n_test]]
+    if standardise:
+        mean, std = train.mean(0), train.std(0)
+        const = [str(c) for c, s in zip(cols, std) if s == 0]
+        if const:
+            raise ValueError(f"task 'file': column(s) {const} are constant in the training split; leave them out "
+                             "with `columns`")
+        train, test = (train - mean) / std, (test - mean) / std
+    label = name or p.stem
+    return Task(label, len(cols), torch.from_numpy(train).float(), torch.from_numpy(test).float(),
+                description=f"{label}: {n} rows x {len(cols)} columns of {p.name}, {n - n_test}/{n_test} split"
+                            f"{', standardised by the training split' if standardise else ''}",
+                source=f"user data {p}",
+                options={"path": str(p), "columns": cols, "test_fraction": test_fraction,
+                         "standardise": standardise, "name": label})
+
+
+def register_file_task(name: str, path: str | os.PathLike, **options) -> None:
+    """Register a task ``name`` for the data file ``path`` (options as for ``file``); for plugins that bring
+    several data sets, each under its own name in the results."""
+    fixed = {"path": os.fspath(path), "name": name, **options}
+
+    def factory(dim: int | None = None, seed: int = 0, **more) -> Task:
+        return file_task(dim=dim, seed=seed, **{**fixed, **more})
+
+    factory.__doc__ = f"User data {name!r} from {fixed['path']}."
+    register_task(name, dim_of=lambda **more: file_task_dim(**{**fixed, **more}))(factory)

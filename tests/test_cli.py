@@ -96,7 +96,7 @@ def test_run_then_refuse_then_resume(tmp_path, capsys):
     code, _, err = _run(capsys, "run", "--matrix", _matrix(tmp_path, seeds=[1]), "--out", out, "--resume")
     assert code == 2 and "started with a different matrix" in err
     code, _, err = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--device", "mps")
-    assert code == 2 and "bad device 'mps'" in err
+    assert code == 2 and "device 'mps' is not supported" in err
 
 
 def test_smoke_preset_end_to_end(tmp_path, capsys):

@@ -185,3 +185,35 @@ def test_bad_inputs_are_named():
         ebflow.EBFlow([torch.nn.Linear(3, 3)], 3)
     with pytest.raises(ValueError, match="trainable"):
         ebflow.EBFlow([L.Dense(3)], 3, preprocessing=L.Dense(3))
+
+
+def test_empty_batch_sample_zero_numpy_and_float64_inputs():
+    """Library-level API errors are named, not torch's reshape/dtype errors from deep inside a layer."""
+    import numpy as np
+
+    model = randomise(A.fully_connected(3))
+    x = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="empty batch"):
+        model.log_prob(torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="empty batch"):
+        ebflow.objectives.get("dsm")(model, torch.zeros(0, 3), std=0.1)
+    empty = model.sample(0)
+    assert empty.shape == (0, 3) and empty.dtype == torch.float64  # this file runs in float64
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
+        model.sample(-1)
+    # numpy and float32 input are cast to the model's dtype (float64 here; the model's, whatever it is)
+    x = x.float()
+    ref = model.log_prob(x.double())
+    for other in (x, x.numpy(), x.double().numpy()):
+        got = model.log_prob(other)
+        assert got.dtype == torch.float64 and torch.allclose(got, ref)
+    assert torch.allclose(model.score(x.numpy()), model.score(x.double()))
+    # the cast keeps the graph: gradients reach a float32 input
+    x32 = x.clone().requires_grad_(True)
+    model.log_prob(x32).sum().backward()
+    assert x32.grad is not None and x32.grad.dtype == torch.float32
+    # and a float32 model takes float64 / numpy float64 data
+    m32 = randomise(A.fully_connected(3).float())
+    assert m32.log_prob(x.double().numpy()).dtype == torch.float32
+    with pytest.raises(TypeError, match="real-valued"):
+        model.log_prob(torch.zeros(2, 3, dtype=torch.complex64))
