@@ -231,7 +231,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> tuple[dict[str, Any], np
         for step in range(1, cell.budget + 1):
             _sync(device)
             t0 = time.perf_counter()
-            batch = train[next(batches).to(device)]
+            batch = task.augment(train[next(batches).to(device)], gen)
             t1 = time.perf_counter()
             loss = adapter.train_step(batch)
             _sync(device)
