@@ -96,7 +96,10 @@ def test_adapter_is_reproducible_from_its_seed(name):
 # ---------------------------------------------------------------- EBFlow adapters
 def test_ebflow_objective_hparams_follow_task_and_overrides():
     dsm = get("ebflow-dsm")
-    assert _build("ebflow-dsm", TASKS["image"]).loss_kwargs["std"] == 1.0
+    assert _build("ebflow-dsm", TASKS["image"]).loss_kwargs["std"] == 0.5
+    smoothed = Task("s", 2, TASKS["flat"].train, TASKS["flat"].test, smooth=0.375)
+    assert _build("ebflow-dsm", smoothed).loss_kwargs["std"] == 0.375  # DSM noise = the data smoothing
+    assert _build("ebflow-dsm", smoothed, std=0.2).loss_kwargs["std"] == 0.2
     assert _build("ebflow-dsm", TASKS["flat"]).loss_kwargs["std"] == 0.1
     assert _build("ebflow-dsm", TASKS["flat"], std=0.5).loss_kwargs["std"] == 0.5
     assert _build("ebflow-fdssm", TASKS["flat"]).loss_kwargs["eps"] == 0.1
