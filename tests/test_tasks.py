@@ -339,3 +339,24 @@ def test_sklearn_tabular_tasks_are_standardised_and_split_by_seed(name, dim, n):
     assert t0.train.mean(0).abs().max() < 1e-5 and (t0.train.std(0, unbiased=False) - 1).abs().max() < 1e-5
     with pytest.raises(ValueError, match="test_fraction"):
         get_task(name, test_fraction=1.5)
+
+
+def test_runner_augments_batches_with_the_cells_seeded_generator(monkeypatch):
+    """A smoothed cell repeats exactly (noise from the cell's generator), and its training sees the noise: with
+    ``augment`` switched off the same cell (same test set) ends elsewhere."""
+    from ebflow_bench.matrix import Cell, EvalSettings
+    from ebflow_bench.runner import run_cell
+
+    def cell(**opts):
+        return Cell(method="ebflow-ml", task="checkerboard", dim=2, layers=1, seed=2, budget=4, time_cap_s=None,
+                    hparams={"batch_size": 64}, task_options={"n_train": 256, "n_test": 64, **opts},
+                    eval=EvalSettings(n_samples=50, checkpoints=0))
+
+    def nll(rec):
+        assert rec["status"] == "ok", rec["reason"]
+        return next(r["value"] for r in rec["rows"] if r["metric"] == "test_nll")
+
+    a, b = nll(run_cell(cell(smooth=0.375))[0]), nll(run_cell(cell(smooth=0.375))[0])
+    monkeypatch.setattr("ebflow_bench.tasks.Task.augment", lambda self, batch, generator: batch)
+    no_noise = nll(run_cell(cell(smooth=0.375))[0])
+    assert a == b and abs(a - no_noise) > 1e-6

@@ -62,6 +62,9 @@ def run_one(spec: dict) -> dict:
         out["gaussian_fit_nll"] = float(gaussian_fit(task).nll(test).mean())
         if task.log_prob is not None:
             out["true_nll"] = float(-task.log_prob(test.double()).mean())
+        if task.mode_means is not None:  # mixtures: sample fraction nearest to each mode centre
+            k = torch.cdist(samples.double(), task.mode_means.double()).argmin(1)
+            out["mode_weights"] = (torch.bincount(k, minlength=len(task.mode_means)).double() / len(k)).tolist()
         out["degenerate"] = None if d is None else d.reason
         out["evidence"] = None if d is None else d.evidence
     except Exception as e:  # noqa: BLE001
