@@ -1,6 +1,8 @@
 """Render results/tuning/runs.jsonl (written by tools/tune_experiments.py) as the markdown table of docs/TUNING.md.
 
-    python -m tools.tuning_table results/tuning/runs.jsonl
+    python -m tools.tuning_table results/tuning/runs.jsonl [docs/TUNING.md]
+
+With a second argument, the table replaces everything after the line "## Measured runs" of that file.
 
 Groups are the tag prefixes (``group/variant``); each run's gap is relative to the group's ``ml`` run (for
 digits on the bits/dim scale of the integer data, where NLLs are positive; elsewhere on the nats scale).
@@ -22,7 +24,17 @@ def _scale(rec: dict, nll: float | None) -> float | None:
     return nll
 
 
-def main(path: str) -> None:
+def main(path: str, doc: str | None = None) -> None:
+    if doc is not None:
+        import contextlib
+        import io
+
+        head = Path(doc).read_text().split("## Measured runs\n")[0]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            main(path)
+        Path(doc).write_text(head + "## Measured runs\n" + buf.getvalue())
+        return
     recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     by_tag = {r["tag"]: r for r in recs}
     print("| run | task (options) | L | steps | hparams | test NLL | ml NLL | gap | gaussian-fit | truth | "
@@ -47,4 +59,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
