@@ -7,6 +7,12 @@ Ground truth, where known, is carried on the task: an exact ``log_prob`` (toys, 
 ``sampler``, mode centres and weights (mixtures), grid bounds (2-D), and for dequantized image data the
 ``discrete_scale`` s such that data = (integer + uniform) / s, so that the NLL of the integer data in
 bits/dim is (nll + D log s) / (D log 2).
+
+The option ``smooth=s`` (2-D toys and Gaussian mixtures, ``SMOOTHABLE``) turns a task into its data convolved
+with N(0, s^2 I), as EBFlow's toy protocol (s = 0.375): exact smoothed densities (closed forms for the
+checkerboard and the mixtures, quadrature for sine, swirl and rings), a smoothed test set, and fresh training
+noise per batch through :meth:`Task.augment`. scikit-learn's bundled tables ``iris``, ``wine``,
+``breast_cancer`` are registered standardised (training mean and sd), split by the seed.
 """
 
 from __future__ import annotations
