@@ -14,7 +14,23 @@ from . import objectives
 from .ema import EMA
 from .model import EBFlow
 
-__all__ = ["train_step", "fit", "FitResult"]
+__all__ = ["train_step", "fit", "FitResult", "decayed_lr"]
+
+
+def decayed_lr(lr: float, step: int, steps_per_epoch: int, factor: float = 1.0, epochs: int = 0) -> float:
+    """Learning rate for training step ``step`` (0-based) under EBFlow's per-epoch decay.
+
+    The official code multiplies the lr by ``factor`` after each of the first ``epochs`` epochs
+    (MNIST-FC: 0.95 for 49 epochs), so step ``t`` of epoch ``e = t // steps_per_epoch`` uses
+    ``lr * factor ** min(e, epochs)``.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"lr decay factor must lie in (0, 1], got {factor}")
+    if epochs < 0 or step < 0:
+        raise ValueError(f"epochs and step must be >= 0, got {epochs}, {step}")
+    return lr * factor ** min(step // steps_per_epoch, epochs)
 
 
 def _objective(objective: str | Callable[..., Tensor]) -> Callable[..., Tensor]:

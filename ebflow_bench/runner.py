@@ -267,7 +267,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         nll_unavailable: str | None = None
         for step in range(1, spec.budget + 1):
             clock.start()
-            batch = train[next(batches).to(device)]
+            batch = task.augment(train[next(batches).to(device)], gen)  # smoothed tasks: fresh noise
             loss = adapter.train_step(batch)
             step_times.append(clock.stop())
             if not math.isfinite(loss):

@@ -7,10 +7,17 @@ Ground truth, where known, is carried on the task: an exact ``log_prob`` (toys, 
 ``sampler``, mode centres and weights (mixtures), grid bounds (2-D), and for dequantized image data the
 ``discrete_scale`` s such that data = (integer + uniform) / s, so that the NLL of the integer data in
 bits/dim is (nll + D log s) / (D log 2).
+
+The option ``smooth=s`` (2-D toys and Gaussian mixtures, ``SMOOTHABLE``) turns a task into its data convolved
+with N(0, s^2 I), as EBFlow's toy protocol (s = 0.375): exact smoothed densities (closed forms for the
+checkerboard and the mixtures, quadrature for sine, swirl and rings), a smoothed test set, and fresh training
+noise per batch through :meth:`Task.augment`. scikit-learn's bundled tables ``iris``, ``wine``,
+``breast_cancer`` are registered standardised (training mean and sd), split by the seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -51,6 +58,12 @@ class Task:
     options: dict = field(default_factory=dict)
     #: ground-truth parameters as tensors where the task has them (e.g. ``mean`` and ``cov`` of ``gaussian``)
     truth: dict = field(default_factory=dict)
+    #: std s of the Gaussian smoothing (option ``smooth``; 0 = off): the target is the data density convolved
+    #: with N(0, s^2 I); ``test``, ``sampler`` and ``log_prob`` are those of the smoothed distribution, while
+    #: ``train`` holds the raw data and :meth:`augment` adds fresh noise to every training batch
+    smooth: float = 0.0
+    #: toys that support smoothing: s -> exact log density of the data convolved with N(0, s^2 I)
+    smoothed_log_prob: Callable[[float], Callable[[Tensor], Tensor]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -59,6 +72,14 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {split} has shape {tuple(t.shape)}, expected [N, {self.dim}]")
             if not torch.isfinite(t).all():
                 raise ValueError(f"task {self.name!r}: {split} contains non-finite values")
+
+    def augment(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        """The training batch the model sees: ``batch`` itself, or for a smoothed task ``batch + s * N(0, I)``
+        with fresh noise drawn from ``generator`` (the cell's seeded generator, so runs repeat)."""
+        if not self.smooth:
+            return batch
+        noise = torch.randn(tuple(batch.shape), generator=generator, dtype=batch.dtype, device=generator.device)
+        return batch + self.smooth * noise.to(batch.device)
 
 
 class TaskUnavailable(RuntimeError):
@@ -105,16 +126,59 @@ def task_dim(name: str, options: dict | None = None) -> int | None:
 
 
 def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> Task:
+    """Build task ``name``. The option ``smooth=s`` (float, 0 = off) convolves a toy's distribution with
+    N(0, s^2 I) (see :func:`smooth_task`); other options go to the task's factory."""
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(available_tasks())}")
+    smooth = options.pop("smooth", 0.0)
     fixed = _FIXED_DIM[name]
     if fixed is not None:
         if dim is not None and int(dim) != fixed:
             raise ValueError(f"task {name!r} has fixed dimension {fixed}, not {dim}")
-        return _TASKS[name](seed=seed, **options)
-    if dim is None and name not in _DIM_OF:
-        raise ValueError(f"task {name!r} needs a dimension (dim=...)")
-    return _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
+        task = _TASKS[name](seed=seed, **options)
+    else:
+        if dim is None and name not in _DIM_OF:
+            raise ValueError(f"task {name!r} needs a dimension (dim=...)")
+        task = _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
+    return smooth_task(task, smooth, seed) if smooth else task
+
+
+#: tasks that accept the option ``smooth``
+SMOOTHABLE = ("checkerboard", "sine", "swirl", "rings", "eight_gaussians", "8gaussians", "mixture-2to1",
+              "mixture-4modes", "gmm")
+
+
+def smooth_task(task: Task, s: float, seed: int = 0) -> Task:
+    """``task`` with its distribution convolved with N(0, s^2 I), as EBFlow's toy protocol (s = 0.375).
+
+    The test set is the raw test set plus s * N(0, I) (noise from a stream seeded by ``seed``, apart from the
+    data's), the sampler adds the same noise, and ``log_prob`` is the exact density of the smoothed
+    distribution. The training set stays raw: :meth:`Task.augment` adds fresh noise to every batch, so the
+    model never sees the same noisy point twice. Only tasks that carry ``smoothed_log_prob`` support it.
+    """
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+        raise ValueError(f"task {task.name!r}: smooth must be a finite float >= 0, got {s!r}")
+    s = float(s)
+    if s == 0.0:
+        return task
+    if task.smoothed_log_prob is None:
+        raise ValueError(f"task {task.name!r} does not support smooth={s}: its smoothed density is not "
+                         f"implemented (supported: {', '.join(SMOOTHABLE)})")
+    g = torch.Generator().manual_seed(int(seed) + 104729)
+    test = task.test + s * torch.randn(task.test.shape, generator=g, dtype=task.test.dtype)
+    raw_sampler = task.sampler
+
+    def sampler(n: int, gen: torch.Generator) -> Tensor:
+        x = raw_sampler(n, gen)
+        return x + s * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+    (lo0, hi0), (lo1, hi1) = task.bounds if task.bounds is not None else ((0.0, 0.0), (0.0, 0.0))
+    bounds = ((lo0 - 2 * s, hi0 + 2 * s), (lo1 - 2 * s, hi1 + 2 * s)) if task.bounds is not None else None
+    return dataclasses.replace(
+        task, test=test, sampler=sampler if raw_sampler is not None else None,
+        log_prob=task.smoothed_log_prob(s), bounds=bounds, smooth=s,
+        description=f"{task.description}; smoothed: convolved with N(0, {s:g}^2 I) (fresh training noise each step)",
+        options={**task.options, "smooth": s})
 
 
 # --- task factories below (2-D toys, mixtures, Gaussians, digits, MNIST-5k, image patches, UCI loaders) ---
@@ -183,6 +247,7 @@ def _mixture_task(name: str, seed: int, n_train: int, n_test: int, means: Tensor
     return _from_sampler(
         name, means.shape[1], seed, n_train, n_test, _iso_mixture_sampler(means, variances, weights),
         log_prob=_iso_mixture_log_prob(means, variances, weights), mode_means=means.float(),
+        smoothed_log_prob=lambda sd: _iso_mixture_log_prob(means, variances + sd**2, weights),
         mode_weights=weights.float(), bounds=bounds, description=description, source=source)
 
 
@@ -211,10 +276,38 @@ def sine(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
         return torch.where(x1.abs() <= h, lp, torch.full_like(lp, -math.inf))
 
     return _from_sampler("sine", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
-                         bounds=((-4.5, 4.5), (-3.5, 3.5)),
+                         smoothed_log_prob=_sine_smoothed_log_prob, bounds=((-4.5, 4.5), (-3.5, 3.5)),
                          description="noisy sine: x1 ~ U[-4,4], x2 ~ N(2 sin(1.5 x1), 0.25^2); exact density "
                                      "(zero outside |x1| <= 4)",
                          source="EBFlow toy 'Sine' (Chao et al. 2023), constants ours")
+
+
+def _gauss_legendre(lo: float, hi: float, panels: int, order: int = 8) -> tuple[Tensor, Tensor]:
+    """Nodes and log-weights of a composite Gauss-Legendre rule on [lo, hi] (float64)."""
+    t, w = np.polynomial.legendre.leggauss(order)
+    h = (hi - lo) / panels
+    left = lo + h * np.arange(panels)[:, None]
+    nodes = (left + (t + 1) * h / 2).ravel()
+    return torch.from_numpy(nodes), torch.from_numpy(np.log(np.tile(w * h / 2, panels)))
+
+
+def _sine_smoothed_log_prob(sd: float) -> Callable[[Tensor], Tensor]:
+    """Sine convolved with N(0, sd^2 I): p_s(x) = int_{-4}^{4} 1/8 N(x1; t, sd^2) N(x2; 2 sin 1.5t, 0.25^2 + sd^2) dt,
+    by composite Gauss-Legendre quadrature in t (nodes 8/2048 apart, far below sd for sd >= 0.02)."""
+    if sd < 0.02:
+        raise ValueError(f"sine: smooth must be 0 or >= 0.02 (quadrature resolution), got {sd}")
+    t, lw = _gauss_legendre(-_SINE_HALF_WIDTH, _SINE_HALF_WIDTH, 256)
+    v2 = _SINE_NOISE**2 + sd**2
+
+    def log_prob(x: Tensor) -> Tensor:
+        tt, w = t.to(x), lw.to(x)
+        out = []
+        for xb in x.split(4096):
+            a = -0.5 * (xb[:, :1] - tt).square() / sd**2 - 0.5 * (xb[:, 1:] - _SINE_AMP * torch.sin(_SINE_FREQ * tt)).square() / v2
+            out.append(torch.logsumexp(a + w, -1))
+        return torch.cat(out) - math.log(2 * _SINE_HALF_WIDTH) - _LOG_2PI - 0.5 * math.log(sd**2 * v2)
+
+    return log_prob
 
 
 _SWIRL_TURNS, _SWIRL_R0, _SWIRL_R1, _SWIRL_NOISE, _SWIRL_NODES = 2.0, 0.5, 4.0, 0.2, 2048
@@ -241,26 +334,24 @@ def swirl(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
         return (_swirl_curve(u) + _SWIRL_NOISE * torch.randn(n, 2, generator=gen, dtype=torch.float64)).float()
 
     return _from_sampler("swirl", 2, seed, n_train, n_test, sampler, log_prob=swirl_log_prob(_SWIRL_NODES),
+                         smoothed_log_prob=lambda sd: swirl_log_prob(_SWIRL_NODES, math.hypot(_SWIRL_NOISE, sd)),
                          bounds=((-5.0, 5.0), (-5.0, 5.0)),
                          description="noisy 2-turn spiral, radius 0.5..4, noise 0.2; density by 2048-node Gauss-"
                                      "Legendre quadrature along the curve (numerically exact)",
                          source="EBFlow toy 'Swirl' (Chao et al. 2023), constants ours")
 
 
-def swirl_log_prob(nodes: int) -> Callable[[Tensor], Tensor]:
+def swirl_log_prob(nodes: int, noise: float = _SWIRL_NOISE) -> Callable[[Tensor], Tensor]:
     """The swirl density by composite 8-point Gauss-Legendre quadrature in u with ``nodes`` nodes in all
     (``nodes // 8`` equal panels); exposed to test the quadrature. Unlike the midpoint rule, whose end-point
-    error is O(h^2) where the curve stops, this is of high order on the whole of [0, 1]."""
-    panels = max(1, nodes // 8)
-    t, w = np.polynomial.legendre.leggauss(8)
-    left = np.arange(panels)[:, None] / panels
-    u = torch.from_numpy((left + (t + 1) / (2 * panels)).ravel())
-    log_w = torch.from_numpy(np.log(np.tile(w / (2 * panels), panels)))
+    error is O(h^2) where the curve stops, this is of high order on the whole of [0, 1]. ``noise`` is the
+    isotropic noise sd around the curve (smoothing by N(0, s^2 I) makes it sqrt(0.2^2 + s^2))."""
+    u, log_w = _gauss_legendre(0.0, 1.0, max(1, nodes // 8))
 
     def log_prob(x: Tensor) -> Tensor:
         c, lw = _swirl_curve(u).to(x), log_w.to(x)
-        out = [torch.logsumexp(lw - 0.5 * torch.cdist(xb, c).square() / _SWIRL_NOISE**2, -1) for xb in x.split(4096)]
-        return torch.cat(out) - 2 * math.log(_SWIRL_NOISE) - _LOG_2PI
+        out = [torch.logsumexp(lw - 0.5 * torch.cdist(xb, c).square() / noise**2, -1) for xb in x.split(4096)]
+        return torch.cat(out) - 2 * math.log(noise) - _LOG_2PI
 
     return log_prob
 
@@ -286,9 +377,33 @@ def checkerboard(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Tas
                            torch.full_like(x[..., 0], -math.inf))
 
     return _from_sampler("checkerboard", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
-                         bounds=((-4.0, 4.0), (-4.0, 4.0)),
+                         smoothed_log_prob=_checkerboard_smoothed_log_prob, bounds=((-4.0, 4.0), (-4.0, 4.0)),
                          description="uniform on 8 of the 16 2x2 squares of [-4,4]^2 (density 1/32); exact",
                          source="EBFlow toy 'Checkerboard' (Chao et al. 2023), FFJORD layout")
+
+
+def _log_ndtr_diff(hi: Tensor, lo: Tensor) -> Tensor:
+    """log(Phi(hi) - Phi(lo)) for hi > lo, stable in both tails (reflects to the left tail when lo > 0)."""
+    flip = lo > 0
+    a = torch.where(flip, -lo, hi)
+    b = torch.where(flip, -hi, lo)
+    la, lb = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
+    return la + torch.log(-torch.expm1(lb - la))
+
+
+def _checkerboard_smoothed_log_prob(sd: float) -> Callable[[Tensor], Tensor]:
+    """Checkerboard convolved with N(0, sd^2 I), in closed form: p_s(x) = 1/32 sum over the 8 black squares
+    [a1, a1+2] x [a2, a2+2] of prod_d (Phi((a_d + 2 - x_d)/sd) - Phi((a_d - x_d)/sd)) (log-space, stable)."""
+    corners = torch.tensor([[-4.0 + 2 * i, -4.0 + 2 * j] for i in range(4) for j in range(4) if (i + j) % 2 == 0],
+                           dtype=torch.float64)  # [8, 2] lower-left corners
+
+    def log_prob(x: Tensor) -> Tensor:
+        a = corners.to(x)
+        lo = (a[None] - x[:, None]) / sd  # [N, 8, 2]
+        per_square = _log_ndtr_diff(lo + 2.0 / sd, lo).sum(-1)
+        return torch.logsumexp(per_square, -1) - math.log(32.0)
+
+    return log_prob
 
 
 def _eight_gaussians(name: str, seed: int, n_train: int, n_test: int) -> Task:
@@ -338,10 +453,34 @@ def rings(seed: int = 0, n_train: int = 20000, n_test: int = 2000) -> Task:
         return log_q - torch.log(2 * math.pi * rho[:, 0])
 
     return _from_sampler("rings", 2, seed, n_train, n_test, sampler, log_prob=log_prob,
-                         bounds=((-5.0, 5.0), (-5.0, 5.0)),
+                         smoothed_log_prob=_rings_smoothed_log_prob, bounds=((-5.0, 5.0), (-5.0, 5.0)),
                          description="4 rings: uniform angle, radius ~ 1/4 sum N(i+1, 0.15^2), i=0..3; exact "
                                      "(includes the 1/(2 pi r) polar Jacobian)",
                          source="flowMC-EBM Table 1 (Grenioux et al. 2023)")
+
+
+def _rings_smoothed_log_prob(sd: float) -> Callable[[Tensor], Tensor]:
+    """Rings convolved with N(0, sd^2 I). The angular integral is closed form: a ring of radius r smoothed is
+    exp(-(rho - r)^2 / (2 sd^2)) i0e(rho r / sd^2) / (2 pi sd^2) at |x| = rho (i0e the scaled Bessel I0); the
+    radius law q(r) = p_r(r) + p_r(-r) is integrated by composite Gauss-Legendre on [0, 6] (3072 nodes)."""
+    if sd < 0.02:
+        raise ValueError(f"rings: smooth must be 0 or >= 0.02 (quadrature resolution), got {sd}")
+    r, lw = _gauss_legendre(0.0, 6.0, 384)
+    c = torch.arange(1, 5, dtype=torch.float64)
+    comp = -0.5 * ((torch.stack([r, -r], 1)[:, :, None] - c) / _RING_SD).square()
+    log_q = torch.logsumexp(comp.flatten(1), -1) - math.log(4) - math.log(_RING_SD) - 0.5 * _LOG_2PI
+    log_wq = lw + log_q
+
+    def log_prob(x: Tensor) -> Tensor:
+        rr, w = r.to(x), log_wq.to(x)
+        out = []
+        for xb in x.split(2048):
+            rho = xb.norm(dim=-1, keepdim=True)
+            a = -0.5 * (rho - rr).square() / sd**2 + torch.log(torch.special.i0e(rho * rr / sd**2))
+            out.append(torch.logsumexp(a + w, -1))
+        return torch.cat(out) - math.log(2 * math.pi * sd**2)
+
+    return log_prob
 
 
 @register_task("mixture-2to1", dim=2)
@@ -566,6 +705,49 @@ def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
                 description="32x32 patches (stride 8) of skimage camera/grass/gravel/brick/moon, x = (k+u)/256; "
                             "train from the top 75% of each image, test from the bottom 25%",
                 source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test})
+# --- scikit-learn's bundled tabular data sets (standardised) ---------------------------------------------------
+
+#: name -> (loader in sklearn.datasets, D, description)
+SKLEARN_TABULAR = {
+    "iris": ("load_iris", 4, "150 iris flowers, 4 measurements, 3 species (multimodal)"),
+    "wine": ("load_wine", 13, "178 wines, 13 chemical measurements, 3 cultivars (multimodal)"),
+    "breast_cancer": ("load_breast_cancer", 30, "569 breast-mass images, 30 features, 2 diagnoses"),
+}
+
+
+def _sklearn_tabular(name: str, seed: int, test_fraction: float) -> Task:
+    """Class-stratified random split by ``seed`` (test first), then standardised with the *training* mean and
+    standard deviation (so the test set carries no information into the preprocessing)."""
+    import sklearn.datasets
+
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"task {name!r}: test_fraction must lie in (0, 1), got {test_fraction!r}")
+    loader, dim, desc = SKLEARN_TABULAR[name]
+    d = getattr(sklearn.datasets, loader)()
+    x = np.asarray(d.data, dtype=np.float64)
+    n_test = max(1, int(round(test_fraction * len(x))))
+    order = _stratified_order(np.asarray(d.target), torch.Generator().manual_seed(int(seed)))
+    test, train = x[order[:n_test]], x[order[n_test:]]
+    mean, sd = train.mean(0), train.std(0)
+    sd[sd == 0] = 1.0
+    train, test = ((a - mean) / sd for a in (train, test))
+    return Task(name, dim, torch.from_numpy(train).float(), torch.from_numpy(test).float(),
+                description=f"sklearn {name}: {desc}; standardised with the training split's mean and sd",
+                source=f"sklearn.datasets.{loader} (UCI)",
+                options={"test_fraction": float(test_fraction), "n_train": len(train), "n_test": n_test})
+
+
+def _register_sklearn(name: str) -> None:
+    def factory(seed: int = 0, test_fraction: float = 0.2) -> Task:
+        return _sklearn_tabular(name, seed, test_fraction)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"sklearn {name!r} (D={SKLEARN_TABULAR[name][1]}), standardised, stratified split by seed."
+    register_task(name, dim=SKLEARN_TABULAR[name][1])(factory)
+
+
+for _name in SKLEARN_TABULAR:
+    _register_sklearn(_name)
 
 
 # --- UCI / BSDS300 (MAF benchmark), read from a user-given folder ------------------------------------------------

@@ -89,6 +89,36 @@ def test_ema_update_swap_and_cache():
         EMA(model, 1.0)
 
 
+def test_ema_warmup_counts_the_update_before_the_decay():
+    """Official EBFlow rule: n += 1, then decay = min(decay, (1 + n) / (10 + n)); first update uses 2/11."""
+    model = EBFlow([L.Dense(1, bias=False)], 1)
+    ema = EMA(model, decay=0.5, warmup=True)
+    w = model.layers[0].weight
+    shadow = 1.0
+    for n, target in enumerate([3.0, 5.0, 7.0, 11.0, 2.0], start=1):
+        with torch.no_grad():
+            w.fill_(target)
+        decay = min(0.5, (1 + n) / (10 + n))
+        assert ema.current_decay() == pytest.approx(decay)
+        ema.update()
+        shadow = decay * shadow + (1 - decay) * target
+        assert ema.shadow["layers.0.weight"].item() == pytest.approx(shadow)
+    assert ema.num_updates == 5 and EMA(model, 0.9).current_decay() == 0.9
+
+
+def test_decayed_lr_schedule():
+    from ebflow.training import decayed_lr
+
+    lrs = [decayed_lr(1e-4, t, steps_per_epoch=3, factor=0.5, epochs=2) for t in range(12)]
+    assert lrs == pytest.approx([1e-4] * 3 + [5e-5] * 3 + [2.5e-5] * 6)
+    assert decayed_lr(1.0, 10**6, 1, 1.0, 49) == 1.0
+    assert decayed_lr(1.0, 600, 50, 0.95, 49) == pytest.approx(0.95**12)
+    with pytest.raises(ValueError, match="decay factor"):
+        decayed_lr(1.0, 0, 1, 1.5, 1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        decayed_lr(1.0, 0, 0, 0.5, 1)
+
+
 def test_fit_is_reproducible_and_returns_ema():
     runs = []
     for _ in range(2):

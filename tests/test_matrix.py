@@ -156,7 +156,7 @@ def test_hparam_types_ranges_devices_and_arch_listed_together_before_any_file(tm
         run_matrix(matrix_from_dict(spec), out, progress=False)
     assert sorted(e.value.problems) == sorted([
         "ebflow-dsm: batch_size = -4: must be >= 1", "ebflow-dsm: lr = 'fast': expected a number (float)",
-        "ebflow-dsm: std = -1.0: must be > 0", "ebflow-dsm: optimizer = 'sgd': must be one of ['adam', 'rmsprop']",
+        "ebflow-dsm: std = -1.0: must be > 0", "ebflow-dsm: optimizer = 'sgd': must be one of ['adam', 'adamw', 'rmsprop']",
         "mle-lu: batch_size = 0: must be >= 1", "eval.threads = 0: must be an integer >= 1",
         "bad device 'mps': expected 'cpu', 'cuda', 'cuda:N' or 'auto'"])
     assert not out.exists()

@@ -301,8 +301,9 @@ def test_exploding_samples_make_a_degenerate_cell(tmp_path):
     df = run_matrix(m, tmp_path / "run", progress=False)
     (cid,) = df["cell_id"].unique()
     rec = json.loads((tmp_path / "run" / "cells" / f"{cid}.json").read_text())
-    assert rec["status"] == "degenerate" and "samples exploded" in rec["reason"]
-    assert rec["diagnosis"]["evidence"]["max_abs_sample"] > 1e3 * rec["diagnosis"]["evidence"]["max_abs_train"]
+    assert rec["status"] == "degenerate" and "mass escapes" in rec["reason"]
+    ev = rec["diagnosis"]["evidence"]
+    assert ev["sample_max_distance"] > 1e3 * ev["data_radius"] and ev["escaped_fraction"] == 1.0
     assert (df["cell_status"] == "degenerate").all()
 
 

@@ -12,6 +12,7 @@ ADAPTER_MODULES = (
     "ebflow_bench.adapters.energy_flow",
     "ebflow_bench.adapters.flowmc",
     "ebflow_bench.adapters.libflows",
+    "ebflow_bench.adapters.reference",
 )
 
 _loaded = False
