@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ebflow_bench.steptime import (BATCH_SIZE, FLOOR_OBJECTIVES, FLOOR_PREFIX, PLAIN, StepBench, build_step,
+from ebflow_bench.steptime import (BATCH_SIZE, FLOOR_OBJECTIVES, FLOOR_PREFIX, PLAIN, PLAIN_NOOPT, StepBench, build_step,
                                    gemm_floor, plain_step, seed_everything)
 
 #: torch intra-op threads in every benchmark process (the reference machine's core count)
@@ -44,8 +44,9 @@ D_SWEEP_LAYERS = 2
 L_SWEEP = [1, 2, 4, 8, 16]
 L_SWEEP_DIM = 512
 #: the limits timed beside each step in the D-sweep (``ebflow_bench.stepcost`` divides by them): a plain
-#: forward+backward of the same dense model and each objective's matrix products alone
-FLOOR_METHODS = [PLAIN] + [FLOOR_PREFIX + o for o in FLOOR_OBJECTIVES]
+#: forward+backward of the same dense model with and without the steps' fused-Adam/EMA update, and each
+#: objective's matrix products alone
+FLOOR_METHODS = [PLAIN, PLAIN_NOOPT] + [FLOOR_PREFIX + o for o in FLOOR_OBJECTIVES]
 #: peak memory of a step: ML against the score-matching objectives at every D of the sweep, and a baseline
 #: process (imports only) to subtract
 PEAKMEM_BASELINE = "baseline"
@@ -92,8 +93,9 @@ def warmed_floor(method: str, dim: int, layers: int):
     key = (method, int(dim), int(layers))
     if key not in _FLOOR_CACHE:
         _FLOOR_CACHE.clear()
-        if method == PLAIN:
-            _FLOOR_CACHE[key] = plain_step(dim, layers, batch_size=STEP_BATCH, seed=SEED)
+        if method in (PLAIN, PLAIN_NOOPT):
+            _FLOOR_CACHE[key] = plain_step(dim, layers, batch_size=STEP_BATCH, seed=SEED,
+                                           optimizer=method == PLAIN)
         elif method.startswith(FLOOR_PREFIX):
             _FLOOR_CACHE[key] = gemm_floor(method[len(FLOOR_PREFIX):], dim, layers, batch_size=STEP_BATCH,
                                            seed=SEED)

@@ -12,7 +12,9 @@ is taken as step times (the ``floor_table`` shape). With ``commit``/``date`` col
 latest by default). Failed rows (NaN, None, non-positive) are left out.
 
 Names (the ``method`` parameter): objective steps are adapter names (``ebflow-dsm``); the plain
-forward+backward is ``steptime.PLAIN`` (``plain-fb``); the GEMM floor of objective ``o`` is
+forward+backward is ``steptime.PLAIN`` (``plain-fb``: with the same fused-Adam and EMA update as every adapter
+step, so that the multiple isolates the objective) and ``steptime.PLAIN_NOOPT`` (``plain-fb-noopt``: forward
+and backward alone); the GEMM floor of objective ``o`` is
 ``steptime.FLOOR_PREFIX + o`` (``gemm-dsm``); the peak-memory baseline process is :data:`BASELINE`.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .steptime import FLOOR_PREFIX, PLAIN
+from .steptime import FLOOR_PREFIX, PLAIN, PLAIN_NOOPT
 
 __all__ = ["BASELINE", "ML", "MIN_FIT_POINTS", "tidy", "step_multiples", "crossover", "memory_table",
            "report_tables", "to_markdown"]
@@ -110,17 +112,21 @@ def _objective(method: str) -> str:
 
 def step_multiples(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = None) -> pd.DataFrame:
     """Per D and objective step (every ``ebflow-*`` method): its time, the plain forward+backward's, its GEMM
-    floor's (NaN where no floor is defined, e.g. ML), and the multiples ``x_plain = step / plain``,
+    floor's (NaN where no floor is defined, e.g. ML), and the multiples ``x_plain = step / plain`` (same
+    optimizer update in both), ``x_fb = step / plain forward+backward without update``,
     ``x_floor = step / floor``, ``floor_x_plain = floor / plain``, ``vs_ml = ML step / step`` (the speed-up).
+    Missing references give NaN.
 
-    Columns: ``dim, method, step_s, plain_s, floor_s, x_plain, x_floor, floor_x_plain, vs_ml``.
+    Columns: ``dim, method, step_s, plain_s, floor_s, x_plain, x_fb, x_floor, floor_x_plain, vs_ml``.
     """
     piv = _times(tidy(df, commit), layers)
-    cols = ["dim", "method", "step_s", "plain_s", "floor_s", "x_plain", "x_floor", "floor_x_plain", "vs_ml"]
+    cols = ["dim", "method", "step_s", "plain_s", "floor_s", "x_plain", "x_fb", "x_floor", "floor_x_plain",
+            "vs_ml"]
     rows = []
     methods = [m for m in piv.columns if str(m).startswith("ebflow-")]
     for d, r in piv.iterrows():
         plain = r.get(PLAIN, math.nan)
+        fb = r.get(PLAIN_NOOPT, math.nan)
         ml = r.get(ML, math.nan)
         for m in methods:
             step = r[m]
@@ -128,7 +134,7 @@ def step_multiples(df: pd.DataFrame, *, layers: int | None = 2, commit: str | No
                 continue
             floor = r.get(FLOOR_PREFIX + _objective(m), math.nan)
             rows.append({"dim": int(d), "method": m, "step_s": step, "plain_s": plain, "floor_s": floor,
-                         "x_plain": step / plain, "x_floor": step / floor, "floor_x_plain": floor / plain,
+                         "x_plain": step / plain, "x_fb": step / fb, "x_floor": step / floor, "floor_x_plain": floor / plain,
                          "vs_ml": ml / step})
     return pd.DataFrame(rows, columns=cols)
 

@@ -111,9 +111,11 @@ def step_time(method: str, dim: int, layers: int, *, repeats: int = 5, batch_siz
 
 # ------------------------------------------------------------------------------ floors (issue 13)
 #: reference variants timed beside the objectives' steps (the ``method`` of their asv rows): a plain
-#: forward+backward of the same dense model (loss ``mean E``, no optimizer), and the matrix products alone of
-#: each objective's step (see :func:`product_counts`)
+#: forward+backward of the same dense model (loss ``mean E``) followed by the same fused-Adam and EMA update as
+#: every adapter step (``PLAIN``), the same without the update (``PLAIN_NOOPT``), and the matrix products alone
+#: of each objective's step (``FLOOR_PREFIX + objective``, see :func:`product_counts`)
 PLAIN = "plain-fb"
+PLAIN_NOOPT = "plain-fb-noopt"
 FLOOR_PREFIX = "gemm-"
 #: objectives whose matrix-product floor is defined (dense model, L layers)
 FLOOR_OBJECTIVES = ("plain", "dsm", "ssm", "fdssm")
@@ -162,10 +164,14 @@ class _Timer:
 
 
 def plain_step(dim: int, layers: int, *, batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
-               seed: int = 0) -> _Timer:
-    """A plain forward+backward of ``fully_connected(dim, layers)`` (loss ``mean E(x)``, data without grad,
-    gradients set to None before each pass, no optimizer), warmed up once."""
+               seed: int = 0, optimizer: bool = True) -> _Timer:
+    """A plain forward+backward of ``fully_connected(dim, layers)`` (loss ``mean E(x)``, data without grad),
+    warmed up once. With ``optimizer`` (default) it is a whole training step with everything but the
+    objective as in an ``ebflow-*`` adapter step: ``ebflow.training.train_step`` with fused Adam (lr 1e-3),
+    then an EMA (0.999) update; without, only the forward and backward (gradients set to None before each)."""
     from ebflow.architectures import fully_connected
+    from ebflow.ema import EMA
+    from ebflow.training import train_step
 
     from .device import resolve_device
 
@@ -173,11 +179,20 @@ def plain_step(dim: int, layers: int, *, batch_size: int = BATCH_SIZE, device: s
     seed_everything(seed)
     model = fully_connected(dim, layers).to(dev)
     x = torch.randn(batch_size, dim, device=dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    ema = EMA(model, 0.999)
+
+    def loss(m: Any, batch: torch.Tensor) -> torch.Tensor:
+        return m.flow_energy(batch).mean()
 
     def run() -> None:
+        if optimizer:
+            train_step(model, opt, loss, x)
+            ema.update()
+            return
         for p in model.parameters():
             p.grad = None
-        model.flow_energy(x).mean().backward()
+        loss(model, x).backward()
 
     run()
     return _Timer(run, dev)
@@ -216,7 +231,7 @@ def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats
     At each D every variant is built once, then timed ``repeats`` rounds, one step of each variant per round
     in turn (interleaved, so that load from other processes hits all variants alike); the median per variant
     is kept. Returns the tidy columns ``method, dim, layers, value`` (seconds; ``method`` is an adapter name,
-    :data:`PLAIN` or ``FLOOR_PREFIX + objective``), the shape :func:`ebflow_bench.asv_results.load_asv_results`
+    :data:`PLAIN`, :data:`PLAIN_NOOPT` or ``FLOOR_PREFIX + objective``), the shape :func:`ebflow_bench.asv_results.load_asv_results`
     gives for the asv benchmarks, so :mod:`ebflow_bench.stepcost` reads both. A variant that fails to build
     gets NaN.
     """
@@ -230,6 +245,8 @@ def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats
         makers = [(m, lambda m=m: build_step(m, d, layers, batch_size=batch_size, device=device, seed=seed))
                   for m in methods]
         makers.append((PLAIN, lambda: plain_step(d, layers, batch_size=batch_size, device=device, seed=seed)))
+        makers.append((PLAIN_NOOPT, lambda: plain_step(d, layers, batch_size=batch_size, device=device, seed=seed,
+                                                       optimizer=False)))
         makers += [(FLOOR_PREFIX + o, lambda o=o: gemm_floor(o, d, layers, batch_size=batch_size, device=device,
                                                              seed=seed)) for o in floors]
         for name, make in makers:

@@ -76,11 +76,13 @@ def test_step_multiples_against_plain_floor_and_ml():
     rows += _asv_rows("ebflow-ml", [1024, 2048], [0.6, 8.0])
     rows += _asv_rows("plain-fb", [1024, 2048], [0.1, 0.4], bench="bench_step.TimeFloorD.time_floor")
     rows += _asv_rows("gemm-dsm", [1024, 2048], [0.2, 0.8], bench="bench_step.TimeFloorD.time_floor")
+    rows += _asv_rows("plain-fb-noopt", [2048], [0.25], bench="bench_step.TimeFloorD.time_floor")
     rows += _asv_rows("ebflow-dsm", [1024], [0.5], layers=4)  # another depth: ignored at layers=2
     out = stepcost.step_multiples(pd.DataFrame(rows)).set_index(["dim", "method"])
     r = out.loc[(2048, "ebflow-dsm")]
     assert (r["x_plain"], r["x_floor"], r["floor_x_plain"], r["vs_ml"]) == pytest.approx((2.5, 1.25, 2.0, 8.0))
     assert out.loc[(1024, "ebflow-dsm"), "x_plain"] == pytest.approx(3.0)
+    assert r["x_fb"] == pytest.approx(4.0) and math.isnan(out.loc[(1024, "ebflow-dsm"), "x_fb"])
     assert math.isnan(out.loc[(1024, "ebflow-ml"), "x_floor"])  # ML has no GEMM floor
     assert out.loc[(1024, "ebflow-ml"), "vs_ml"] == pytest.approx(1.0)
 
