@@ -136,9 +136,11 @@ class EBFlow(nn.Module):
             if layer.linear:
                 if len(hs) == 1:
                     hs = [layer(hs[0])[0]]
-                else:  # primal and tangents through one product; the bias only moves the primal
+                elif getattr(layer, "stack_tangents", True):  # primal and tangents through one product
                     out = layer.linear_map(torch.cat(hs)).split(b)
-                    hs = [layer.add_bias(out[0]), *out[1:]]
+                    hs = [layer.add_bias(out[0]), *out[1:]]  # the bias only moves the primal
+                else:
+                    hs = [layer(hs[0])[0], *(layer.linear_map(h) for h in hs[1:])]
                 slopes.append(None)
                 continue
             y, ld, g1, l1, *second = layer.derivatives(hs[0], order)
