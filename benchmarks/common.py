@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ebflow_bench.steptime import BATCH_SIZE, StepBench, build_step, seed_everything
+from ebflow_bench.steptime import (BATCH_SIZE, FLOOR_OBJECTIVES, FLOOR_PREFIX, PLAIN, PLAIN_NOOPT, StepBench, build_step,
+                                   gemm_floor, plain_step, seed_everything)
 
 #: torch intra-op threads in every benchmark process (the reference machine's core count)
 THREADS = 2
@@ -42,9 +43,15 @@ D_SWEEP_LAYERS = 2
 #: fourth point)
 L_SWEEP = [1, 2, 4, 8, 16]
 L_SWEEP_DIM = 512
-#: peak memory of a step: ML against the cheapest score-matching objective at a few D
-PEAKMEM_METHODS = ["ebflow-ml", "ebflow-dsm"]
-PEAKMEM_DIMS = [256, 1024, 2048]
+#: the limits timed beside each step in the D-sweep (``ebflow_bench.stepcost`` divides by them): a plain
+#: forward+backward of the same dense model with and without the steps' fused-Adam/EMA update, and each
+#: objective's matrix products alone
+FLOOR_METHODS = [PLAIN, PLAIN_NOOPT] + [FLOOR_PREFIX + o for o in FLOOR_OBJECTIVES]
+#: peak memory of a step: ML against the score-matching objectives at every D of the sweep, and a baseline
+#: process (imports only) to subtract
+PEAKMEM_BASELINE = "baseline"
+PEAKMEM_METHODS = [PEAKMEM_BASELINE, "ebflow-ml", "ebflow-ssm", "ebflow-dsm", "ebflow-fdssm"]
+PEAKMEM_DIMS = D_SWEEP
 
 #: quality tracks: short fixed-seed training on 2-D toys, default hyperparameters of each adapter
 TRACK_METHODS = ["ebflow-ml", "ebflow-dsm", "ebflow-ssm", "energy-flow", "mle-lu"]
@@ -75,6 +82,26 @@ def warmed_step(method: str, dim: int, layers: int) -> StepBench:
         _STEP_CACHE.clear()
         _STEP_CACHE[key] = build_step(method, dim, layers, batch_size=STEP_BATCH, seed=SEED, warmup=1)
     return _STEP_CACHE[key]
+
+
+_FLOOR_CACHE: dict[tuple[str, int, int], object] = {}
+
+
+def warmed_floor(method: str, dim: int, layers: int):
+    """Like :func:`warmed_step` for a :data:`FLOOR_METHODS` entry (plain forward+backward or a GEMM floor)."""
+    pin()
+    key = (method, int(dim), int(layers))
+    if key not in _FLOOR_CACHE:
+        _FLOOR_CACHE.clear()
+        if method in (PLAIN, PLAIN_NOOPT):
+            _FLOOR_CACHE[key] = plain_step(dim, layers, batch_size=STEP_BATCH, seed=SEED,
+                                           optimizer=method == PLAIN)
+        elif method.startswith(FLOOR_PREFIX):
+            _FLOOR_CACHE[key] = gemm_floor(method[len(FLOOR_PREFIX):], dim, layers, batch_size=STEP_BATCH,
+                                           seed=SEED)
+        else:
+            raise ValueError(f"unknown floor method {method!r}; expected one of {FLOOR_METHODS}")
+    return _FLOOR_CACHE[key]
 
 
 def train_quality(method: str, task: str, *, steps: int = TRACK_STEPS, layers: int = TRACK_LAYERS,

@@ -9,6 +9,15 @@ Every layer maps ``x -> y`` and keeps the batch shape it receives (flat ``[B, D]
   ``log|det dy/dx|`` as a ``[B]`` tensor; ``const_logdet()`` raises.
 
 ``inverse(y)`` inverts every layer exactly (linear solves, Newton iterations for the smooth leaky ReLU).
+
+Explicit derivatives (used by :meth:`ebflow.EBFlow.energy_score`, which computes the score and a second
+directional derivative of the energy with ordinary differentiable ops instead of nested autograd passes):
+
+- linear layers implement ``linear_map(x) = A x`` (no bias), ``add_bias(y)`` and ``transpose_map(g) = A^T g``;
+- element-wise layers (:class:`Elementwise`: ``y_i = g(x_i)``, ``log|det| = sum_i l(x_i)`` with
+  ``l = log|g'|``) implement ``derivatives(x, order)``: ``g, l`` and, by order, ``g', l'`` and ``g'', l''``
+  in closed form.
+Layers with neither (couplings) make the model fall back to autograd.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "Layer", "Dense", "Conv2d", "ActNorm", "SmoothLeakyReLU", "Logit", "Sigmoid", "AffineCoupling",
+    "Layer", "Elementwise", "Dense", "Conv2d", "ActNorm", "SmoothLeakyReLU", "Logit", "Sigmoid", "AffineCoupling",
 ]
 
 
@@ -85,6 +94,15 @@ class Dense(Layer):
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         return F.linear(self._flat(x), self.weight, self.bias).view_as(x), None
 
+    def linear_map(self, x: Tensor) -> Tensor:
+        return F.linear(self._flat(x), self.weight).view_as(x)
+
+    def transpose_map(self, g: Tensor) -> Tensor:
+        return (self._flat(g) @ self.weight).view_as(g)
+
+    def add_bias(self, y: Tensor) -> Tensor:
+        return y if self.bias is None else y + self.bias.view(y.shape[1:])
+
     def inverse(self, y: Tensor) -> Tensor:
         flat = self._flat(y)
         if self.bias is not None:
@@ -107,6 +125,9 @@ class Conv2d(Layer):
     """
 
     linear = True
+    #: energy_score maps the primal and its tangents with separate convolutions: CPU's convolution backward
+    #: (oneDNN) is superlinear in the batch at few channels (a 3x batch cost 6x at C = 1), unlike a GEMM
+    stack_tangents: ClassVar[bool] = False
 
     def __init__(self, shape: tuple[int, int, int], kernel_size: int = 3, *, bias: bool = True,
                  init: str = "identity", neg_init: bool = False, bias_init: float = 0.0) -> None:
@@ -132,6 +153,21 @@ class Conv2d(Layer):
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         y = F.conv2d(self._image(x), self.weight, self.bias, padding=self.padding)
         return y.reshape(x.shape), None
+
+    def linear_map(self, x: Tensor) -> Tensor:
+        return F.conv2d(self._image(x), self.weight, padding=self.padding).reshape(x.shape)
+
+    def transpose_map(self, g: Tensor) -> Tensor:
+        # the adjoint of a stride-1 "same" convolution (the transposed convolution with the same padding) is the
+        # convolution with the kernel's channels swapped and taps flipped; written so, it runs on the same fast
+        # convolution kernels as forward (CPU's conv_transpose2d took 3x longer at C = 1)
+        adjoint = self.weight.transpose(0, 1).flip(2, 3)
+        return F.conv2d(self._image(g), adjoint, padding=self.padding).reshape(g.shape)
+
+    def add_bias(self, y: Tensor) -> Tensor:
+        if self.bias is None:
+            return y
+        return (self._image(y) + self.bias.view(1, -1, 1, 1)).reshape(y.shape)
 
     def matrix(self) -> Tensor:
         """The dense ``D x D`` matrix ``M`` with ``conv(x) - bias = M x`` on flattened images."""
@@ -176,6 +212,14 @@ class ActNorm(Layer):
         xs = x.reshape(x.shape[0], *self.event_shape)
         return (xs * self.log_scale.exp() + self.bias).reshape(x.shape), None
 
+    def linear_map(self, x: Tensor) -> Tensor:
+        return (x.reshape(x.shape[0], *self.event_shape) * self.log_scale.exp()).reshape(x.shape)
+
+    transpose_map = linear_map  # diagonal
+
+    def add_bias(self, y: Tensor) -> Tensor:
+        return (y.reshape(y.shape[0], *self.event_shape) + self.bias).reshape(y.shape)
+
     def inverse(self, y: Tensor) -> Tensor:
         ys = y.reshape(y.shape[0], *self.event_shape)
         return ((ys - self.bias) * torch.exp(-self.log_scale)).reshape(y.shape)
@@ -187,16 +231,34 @@ class ActNorm(Layer):
         return ld
 
 
-class SmoothLeakyReLU(Layer):
+class Elementwise(Layer):
+    """Non-linear element-wise bijection ``y_i = g(x_i)`` with ``log|det| = sum_i l(x_i)``, ``l = log|g'|``.
+
+    Subclasses implement :meth:`derivatives` in closed form; ``forward`` is its order-0 part. The first and
+    second derivatives are what :meth:`ebflow.EBFlow.energy_score` needs for the score (``g'``, ``l'``) and for
+    the second directional derivative of the energy (``g''``, ``l''``), without autograd re-deriving them.
+    """
+
+    linear = False
+
+    def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:  # pragma: no cover - abstract
+        """Element-wise ``(g, l)`` (order 0), ``+ (g', l')`` (order 1), ``+ (g'', l'')`` (order 2)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, ld = self.derivatives(x, 0)
+        return y, _sum_per_sample(ld)
+
+
+class SmoothLeakyReLU(Elementwise):
     """Element-wise ``y = alpha x + (1 - alpha) softplus(x)``, ``dy/dx = alpha + (1 - alpha) sigmoid(x)``.
 
     The slope lies in ``(alpha, 1)``, so the map is a bijection of R. The inverse has no closed form: it runs
     Newton's method inside a bracket that provably contains the root (``|x - y| <= |y - g(y)| / alpha``) and
     falls back to bisection whenever a Newton step leaves the bracket, until ``|g(x) - y|`` reaches the dtype's
-    tolerance.
+    tolerance. Derivatives share one sigmoid ``sig``: ``g'' = (1 - alpha) sig (1 - sig)``,
+    ``l' = g'' / g'``, ``l'' = g'' (1 - 2 sig) / g' - l'^2``.
     """
-
-    linear = False
 
     def __init__(self, alpha: float = 0.3, *, max_iter: int = 100) -> None:
         super().__init__()
@@ -211,8 +273,17 @@ class SmoothLeakyReLU(Layer):
     def _slope(self, x: Tensor) -> Tensor:
         return self.alpha + (1.0 - self.alpha) * torch.sigmoid(x)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._g(x), _sum_per_sample(torch.log(self._slope(x)))
+    def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:
+        sig = torch.sigmoid(x)
+        g1 = self.alpha + (1.0 - self.alpha) * sig
+        out: tuple[Tensor, ...] = (self._g(x), torch.log(g1))
+        if order >= 1:
+            g2 = (1.0 - self.alpha) * (sig - sig * sig)
+            l1 = g2 / g1
+            out += (g1, l1)
+            if order >= 2:
+                out += (g2, g2 * (1.0 - 2.0 * sig) / g1 - l1 * l1)
+        return out
 
     def inverse(self, y: Tensor) -> Tensor:
         tol = 1e-12 if y.dtype == torch.float64 else 1e-5
@@ -233,13 +304,13 @@ class SmoothLeakyReLU(Layer):
         return x
 
 
-class Logit(Layer):
+class Logit(Elementwise):
     """``y = logit(lam + (1 - 2 lam) x)`` for ``x`` in ``[0, 1]`` (``lam`` keeps it finite at 0 and 1).
 
-    ``log|dy/dx| = log(1 - 2 lam) - log(p) - log(1 - p)`` with ``p = lam + (1 - 2 lam) x``, summed per sample.
+    ``log|dy/dx| = log(1 - 2 lam) - log(p) - log(1 - p)`` with ``p = lam + (1 - 2 lam) x``, summed per sample;
+    with ``c = 1 - 2 lam`` and ``q = p (1 - p)``: ``g' = c / q``, ``l' = c (2p - 1) / q``,
+    ``g'' = c^2 (2p - 1) / q^2``, ``l'' = c^2 (1 / p^2 + 1 / (1 - p)^2)``.
     """
-
-    linear = False
 
     def __init__(self, lam: float = 1e-6) -> None:
         super().__init__()
@@ -247,10 +318,18 @@ class Logit(Layer):
             raise ValueError(f"Logit: lam must lie in [0, 0.5), got {lam}")
         self.lam = float(lam)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        p = self.lam + (1.0 - 2.0 * self.lam) * x
-        ld = math.log1p(-2.0 * self.lam) - torch.log(p) - torch.log1p(-p)
-        return torch.log(p) - torch.log1p(-p), _sum_per_sample(ld)
+    def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:
+        c = 1.0 - 2.0 * self.lam
+        p = self.lam + c * x
+        log_p, log_q = torch.log(p), torch.log1p(-p)  # each computed once for y and the log-det
+        out: tuple[Tensor, ...] = (log_p - log_q, math.log1p(-2.0 * self.lam) - log_p - log_q)
+        if order >= 1:
+            inv_p, inv_q = 1.0 / p, 1.0 / (1.0 - p)
+            g1 = c * inv_p * inv_q
+            out += (g1, c * (inv_q - inv_p))
+            if order >= 2:
+                out += (g1 * (c * (inv_q - inv_p)), c * c * (inv_p * inv_p + inv_q * inv_q))
+        return out
 
     def inverse(self, y: Tensor) -> Tensor:
         return (torch.sigmoid(y) - self.lam) / (1.0 - 2.0 * self.lam)

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import Layer
+from .layers import Elementwise, Layer
+from .layers import _sum_per_sample as _per_sample
 
 __all__ = ["EBFlow", "randn"]
 
@@ -121,6 +122,87 @@ class EBFlow(nn.Module):
             if ld is not None:
                 logdet = logdet + ld
         return h.reshape(u.shape[0], self.dim), logdet
+
+    @property
+    def explicit_derivatives(self) -> bool:
+        """Whether every layer has closed-form derivatives (linear maps and :class:`~ebflow.layers.Elementwise`
+        layers), so that :meth:`energy_score` runs without autograd; otherwise it falls back to autograd."""
+        return all(hasattr(layer, "transpose_map") if layer.linear else isinstance(layer, Elementwise)
+                   for layer in self.layers)
+
+    def energy_score(self, u: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(E(u) [B], grad_u E [B, D], v^T (grad_u^2 E) v [B] or None)``, differentiable in the parameters
+        (and in ``u`` when it requires grad).
+
+        With :attr:`explicit_derivatives`, the gradient is one explicit reverse sweep (``A^T`` for linear layers,
+        ``g' * . - l'`` for element-wise ones) and the second directional derivative one forward sweep carrying
+        ``(h, dh, ddh)`` along ``u + t v`` (``ddh' = g'' dh^2 + g' ddh``; ``E'' = |dz|^2 + z . ddz - sum
+        (l'' dh^2 + l' ddh)``), the primal and tangents stacked into one product per linear layer. Exactly the
+        derivatives that nested ``torch.autograd.grad`` calls would give, but without building a graph of
+        the backward pass nor requiring grad on ``u`` (whose gradient the training step never needs). Else the
+        same quantities come from autograd (``create_graph=True``).
+        """
+        self._check(u)
+        if v is not None and v.shape != u.shape:
+            raise ValueError(f"energy_score: direction v has shape {tuple(v.shape)}, expected {tuple(u.shape)}")
+        if not self.explicit_derivatives:
+            return self._energy_score_autograd(u, v)
+        b = u.shape[0]
+        shape = (b, *self.event_shape)
+        hs = [u.reshape(shape)] if v is None else [u.reshape(shape), v.reshape(shape)]
+        order = 1 if v is None else 2
+        logdet = u.new_zeros(b)
+        curv = u.new_zeros(b)  # second directional derivative of -sum_j log|det J_nj|
+        slopes: list[tuple[Tensor, Tensor] | None] = []
+        for layer in self.layers:
+            if layer.linear:
+                if len(hs) == 1:
+                    hs = [layer(hs[0])[0]]
+                elif getattr(layer, "stack_tangents", True):  # primal and tangents through one product
+                    out = layer.linear_map(torch.cat(hs)).split(b)
+                    hs = [layer.add_bias(out[0]), *out[1:]]  # the bias only moves the primal
+                else:
+                    hs = [layer(hs[0])[0], *(layer.linear_map(h) for h in hs[1:])]
+                slopes.append(None)
+                continue
+            y, ld, g1, l1, *second = layer.derivatives(hs[0], order)
+            logdet = logdet + _per_sample(ld)
+            slopes.append((g1, l1))
+            if v is not None:
+                g2, l2 = second
+                dh = hs[1]
+                dh2 = dh * dh
+                new = [y, g1 * dh, g2 * dh2]
+                curv = curv - _per_sample(l2 * dh2)
+                if len(hs) == 3:  # ddh is zero until the first non-linear layer
+                    new[2] = new[2] + g1 * hs[2]
+                    curv = curv - _per_sample(l1 * hs[2])
+                hs = new
+            else:
+                hs = [y]
+        z = hs[0].reshape(b, self.dim)
+        energy = 0.5 * z.pow(2).sum(dim=1) + 0.5 * self.dim * math.log(2 * math.pi) - logdet
+        second_dir = None
+        if v is not None:
+            dz = hs[1].reshape(b, self.dim)
+            second_dir = curv + dz.pow(2).sum(dim=1)
+            if len(hs) == 3:
+                second_dir = second_dir + (z * hs[2].reshape(b, self.dim)).sum(dim=1)
+        g = hs[0]  # dE/dz = z
+        for layer, slope in zip(reversed(self.layers), reversed(slopes)):
+            g = layer.transpose_map(g) if slope is None else g * slope[0] - slope[1]
+        return energy, g.reshape(b, self.dim), second_dir
+
+    def _energy_score_autograd(self, u: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`energy_score` by autograd (any layer): two nested passes with ``create_graph=True``."""
+        with torch.enable_grad():
+            u = u if u.requires_grad else u.detach().requires_grad_(True)
+            energy = self.flow_energy(u)
+            (grad,) = torch.autograd.grad(energy.sum(), u, create_graph=True)
+            if v is None:
+                return energy, grad, None
+            (hv,) = torch.autograd.grad((grad * v).sum(), u, create_graph=True)
+        return energy, grad, (hv * v).sum(dim=1)
 
     def flow_inverse(self, z: Tensor) -> Tensor:
         """``z -> u`` (inverts every layer of the trained flow)."""

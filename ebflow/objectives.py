@@ -70,9 +70,8 @@ def _u(model: EBFlow, x: Tensor) -> Tensor:
 
 
 def _score(model: EBFlow, u: Tensor) -> tuple[Tensor, Tensor]:
-    """``(E(u) [B], s(u) = -grad_u E [B, D])`` with the graph kept for a second derivative / parameter grads."""
-    energy = model.flow_energy(u)
-    (grad,) = torch.autograd.grad(energy.sum(), u, create_graph=True)
+    """``(E(u) [B], s(u) = -grad_u E [B, D])``, differentiable in ``u`` and the parameters."""
+    energy, grad, _ = model.energy_score(u)
     return energy, -grad
 
 
@@ -122,14 +121,14 @@ def ssm(model: EBFlow, x: Tensor, *, slices: int = 1, noise: str = "rademacher",
     """Sliced score matching (variance-reduced form): ``0.5 ||s||^2 + v^T grad_u (v^T s)``.
 
     ``v`` is Rademacher or standard Gaussian (``E[v v^T] = I``); ``slices`` projections per sample, computed
-    in one batched pass by repeating the batch. Two autograd passes, no Hessian.
+    in one batched pass by repeating the batch. No Hessian: ``v^T (grad^2 E) v`` is one directional second
+    derivative (:meth:`EBFlow.energy_score`, closed-form or two autograd passes).
     """
     _check_positive(slices=slices)
-    u = _u(model, x.repeat(slices, 1))
-    energy, s = _score(model, u)
+    u = model.preprocess(x.repeat(slices, 1))[0]
     v = _slice_directions(tuple(u.shape), u, noise, generator)
-    (hv,) = torch.autograd.grad((s * v).sum(), u, create_graph=True)
-    loss = (0.5 * s.pow(2).sum(dim=1) + (hv * v).sum(dim=1)).mean()
+    energy, grad, vhv = model.energy_score(u, v)  # v^T grad_u (v^T s) = -v^T (grad^2 E) v
+    loss = (0.5 * grad.pow(2).sum(dim=1) - vhv).mean()
     return _regularise(loss, energy, lam)
 
 
@@ -145,8 +144,8 @@ def dsm(model: EBFlow, x: Tensor, *, std: float = 1.0, lam: float = 0.0,
     _check_positive(std=std)
     u = model.preprocess(x)[0]
     eps = randn(tuple(u.shape), u, generator)
-    energy, s = _score(model, _with_grad(u + std * eps))
-    loss = (0.5 * s.pow(2).sum(dim=1) + (s * eps).sum(dim=1) / std).mean()
+    energy, grad, _ = model.energy_score(u + std * eps)  # s = -grad
+    loss = (0.5 * grad.pow(2).sum(dim=1) - (grad * eps).sum(dim=1) / std).mean()
     return _regularise(loss, energy, lam)
 
 

@@ -193,6 +193,8 @@ def cmd_steptime(args: argparse.Namespace) -> int:
     _check_device(device)
     from .steptime import step_time
 
+    if args.floor:
+        return _steptime_floor(args, device)
     print(f"mean step time (s), L={args.layers}, batch={args.batch_size}, device={device}")
     print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>12}" for d in args.dims))
     for m in args.methods:
@@ -204,6 +206,31 @@ def cmd_steptime(args: argparse.Namespace) -> int:
                 cells.append(f"{'n/a':>12}")
                 print(f"  {m} at D={d}: {type(e).__name__}: {e}", file=sys.stderr)
         print(f"{m:<22}" + "".join(cells))
+    return 0
+
+
+def _steptime_floor(args: argparse.Namespace, device: str) -> int:
+    """``steptime --floor``: every method's step beside the plain forward+backward and the GEMM floors, timed
+    interleaved per D (median of ``--repeats``), printed as the multiples of ``ebflow_bench.stepcost``."""
+    import torch
+
+    from .stepcost import crossover, step_multiples, to_markdown
+    from .steptime import floor_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = floor_table(args.methods, args.dims, args.layers, repeats=args.repeats, batch_size=args.batch_size,
+                        device=device)
+    print(f"step cost, L={args.layers}, batch={args.batch_size}, device={device}, threads="
+          f"{torch.get_num_threads()}, median of {args.repeats} interleaved rounds")
+    print("raw times (s):")
+    print(to_markdown(table.pivot(index="dim", columns="method", values="value").reset_index(), digits=4))
+    print("multiples (x_plain: step / plain forward+backward; x_floor: step / its GEMM floor; "
+          "vs_ml: ML step / step):")
+    print(to_markdown(step_multiples(table, layers=args.layers)))
+    if "ebflow-ml" in args.methods and len(args.dims) > 1:
+        print("crossover D (score matching cheaper than ML above it):")
+        print(to_markdown(crossover(table, layers=args.layers)))
     return 0
 
 
@@ -261,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--device")
+    s.add_argument("--floor", action="store_true",
+                   help="also time a plain forward+backward and each objective's GEMM floor, interleaved, and "
+                        "print each step as a multiple of both (median of --repeats)")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; asv pins 2)")
     s.set_defaults(fn=cmd_steptime)
     return p
 

@@ -107,3 +107,162 @@ def step_time(method: str, dim: int, layers: int, *, repeats: int = 5, batch_siz
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     bench = build_step(method, dim, layers, batch_size=batch_size, device=device, seed=seed, warmup=1)
     return float(np.mean([bench.timed_step() for _ in range(repeats)]))
+
+
+# ------------------------------------------------------------------------------ floors (issue 13)
+#: reference variants timed beside the objectives' steps (the ``method`` of their asv rows): a plain
+#: forward+backward of the same dense model (loss ``mean E``) followed by the same fused-Adam and EMA update as
+#: every adapter step (``PLAIN``), the same without the update (``PLAIN_NOOPT``), and the matrix products alone
+#: of each objective's step (``FLOOR_PREFIX + objective``, see :func:`product_counts`)
+PLAIN = "plain-fb"
+PLAIN_NOOPT = "plain-fb-noopt"
+FLOOR_PREFIX = "gemm-"
+#: objectives whose matrix-product floor is defined (dense model, L layers)
+FLOOR_OBJECTIVES = ("plain", "dsm", "ssm", "fdssm")
+
+
+def product_counts(objective: str, layers: int, batch_size: int = BATCH_SIZE) -> dict[tuple[str, int], int]:
+    """Matrix products of one step of ``objective`` on the dense model (``L`` layers of ``D x D``), as
+    ``{(kind, rows): count}``: kind ``"act"`` is ``[rows, D] x [D, D]`` (a forward product or an input
+    gradient), ``"wgrad"`` is ``[D, rows] x [rows, D]`` (a weight gradient with ``rows`` as inner dimension).
+
+    - ``plain`` (forward + backward, data without grad): ``L`` forward, ``L - 1`` input gradients, ``L``
+      weight gradients;
+    - ``dsm`` (energy, explicit score, backward; the input ``u`` needs no gradient): ``2L`` forward-sweep
+      products, ``2L - 1`` input gradients, ``2L`` weight gradients;
+    - ``ssm`` (primal and two tangents stacked through each layer: ``2`` products in the first layer, ``3``
+      after it, plus ``L`` for the score): ``4L - 1`` forward, ``4L - 3`` input gradients, ``4L - 1``
+      weight gradients;
+    - ``fdssm`` (energy of a ``3B`` batch): the plain counts at ``3B`` rows.
+    """
+    L, b = int(layers), int(batch_size)
+    if L < 1 or b < 1:
+        raise ValueError(f"product_counts: layers and batch_size must be >= 1, got {layers}, {batch_size}")
+    table = {
+        "plain": {("act", b): 2 * L - 1, ("wgrad", b): L},
+        "dsm": {("act", b): 4 * L - 1, ("wgrad", b): 2 * L},
+        "ssm": {("act", b): 8 * L - 4, ("wgrad", b): 4 * L - 1},
+        "fdssm": {("act", 3 * b): 2 * L - 1, ("wgrad", 3 * b): L},
+    }
+    if objective not in table:
+        raise ValueError(f"product_counts: no floor for {objective!r}; known: {', '.join(FLOOR_OBJECTIVES)}")
+    return table[objective]
+
+
+class _Timer:
+    """A callable timed like a step (device synchronised around it)."""
+
+    def __init__(self, fn: Any, device: torch.device) -> None:
+        self.fn, self.device = fn, device
+
+    def timed_step(self) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.fn()
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def plain_step(dim: int, layers: int, *, batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
+               seed: int = 0, optimizer: bool = True) -> _Timer:
+    """A plain forward+backward of ``fully_connected(dim, layers)`` (loss ``mean E(x)``, data without grad),
+    warmed up once. With ``optimizer`` (default) it is a whole training step with everything but the
+    objective as in an ``ebflow-*`` adapter step: ``ebflow.training.train_step`` with fused Adam (lr 1e-3),
+    then an EMA (0.999) update; without, only the forward and backward (gradients set to None before each)."""
+    from ebflow.architectures import fully_connected
+    from ebflow.ema import EMA
+    from ebflow.training import train_step
+
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    seed_everything(seed)
+    model = fully_connected(dim, layers).to(dev)
+    x = torch.randn(batch_size, dim, device=dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    ema = EMA(model, 0.999)
+
+    def loss(m: Any, batch: torch.Tensor) -> torch.Tensor:
+        return m.flow_energy(batch).mean()
+
+    def run() -> None:
+        if optimizer:
+            train_step(model, opt, loss, x)
+            ema.update()
+            return
+        for p in model.parameters():
+            p.grad = None
+        loss(model, x).backward()
+
+    run()
+    return _Timer(run, dev)
+
+
+def gemm_floor(objective: str, dim: int, layers: int, *, batch_size: int = BATCH_SIZE,
+               device: str | torch.device = "cpu", seed: int = 0) -> _Timer:
+    """The matrix products of one ``objective`` step alone (:func:`product_counts`), run back to back on
+    random operands of the step's shapes: what the step would cost with free element-wise work, free
+    optimizer and no overhead."""
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    counts = product_counts(objective, layers, batch_size)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    w = torch.randn(dim, dim, generator=gen).to(dev)
+    ops = []
+    for (kind, rows), n in counts.items():
+        a = torch.randn(rows, dim, generator=gen).to(dev)
+        b = torch.randn(rows, dim, generator=gen).to(dev)
+        ops += [(lambda a=a: torch.mm(a, w.T)) if kind == "act" else (lambda a=a, b=b: torch.mm(a.T, b))] * n
+
+    def run() -> None:
+        for op in ops:
+            op()
+
+    run()
+    return _Timer(run, dev)
+
+
+def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats: int = 5,
+                batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu", seed: int = 0,
+                floors: tuple[str, ...] = FLOOR_OBJECTIVES) -> "pd.DataFrame":
+    """Step times of ``methods`` beside the plain forward+backward and the GEMM floors, per D.
+
+    At each D every variant is built once, then timed ``repeats`` rounds, one step of each variant per round
+    in turn (interleaved, so that load from other processes hits all variants alike); the median per variant
+    is kept. Returns the tidy columns ``method, dim, layers, value`` (seconds; ``method`` is an adapter name,
+    :data:`PLAIN`, :data:`PLAIN_NOOPT` or ``FLOOR_PREFIX + objective``), the shape :func:`ebflow_bench.asv_results.load_asv_results`
+    gives for the asv benchmarks, so :mod:`ebflow_bench.stepcost` reads both. A variant that fails to build
+    gets NaN.
+    """
+    import pandas as pd
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    rows = []
+    for d in dims:
+        benches: dict[str, Any] = {}
+        makers = [(m, lambda m=m: build_step(m, d, layers, batch_size=batch_size, device=device, seed=seed))
+                  for m in methods]
+        makers.append((PLAIN, lambda: plain_step(d, layers, batch_size=batch_size, device=device, seed=seed)))
+        makers.append((PLAIN_NOOPT, lambda: plain_step(d, layers, batch_size=batch_size, device=device, seed=seed,
+                                                       optimizer=False)))
+        makers += [(FLOOR_PREFIX + o, lambda o=o: gemm_floor(o, d, layers, batch_size=batch_size, device=device,
+                                                             seed=seed)) for o in floors]
+        for name, make in makers:
+            try:
+                benches[name] = make()
+            except Exception as e:  # noqa: BLE001  (an impossible size gives NaN, the table goes on)
+                benches[name] = None
+                import sys
+                print(f"  {name} at D={d}: {type(e).__name__}: {e}", file=sys.stderr)
+        times: dict[str, list[float]] = {name: [] for name in benches}
+        for _ in range(repeats):
+            for name, bench in benches.items():
+                if bench is not None:
+                    times[name].append(bench.timed_step())
+        for name, ts in times.items():
+            rows.append({"method": name, "dim": d, "layers": layers,
+                         "value": float(np.median(ts)) if ts else float("nan")})
+        benches.clear()
+    return pd.DataFrame(rows, columns=["method", "dim", "layers", "value"])

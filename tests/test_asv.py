@@ -274,6 +274,13 @@ def test_every_step_benchmark_builds():
         b = bench_step.PeakMemStep()
         b.setup(m, min(dims), layers[0])
         b.peakmem_step(m, min(dims), layers[0])
+    methods, dims, layers = bench_step.TimeFloorD.params
+    assert dims == common.D_SWEEP and "plain-fb" in methods and "gemm-dsm" in methods
+    for m in methods:
+        b = bench_step.TimeFloorD()
+        b.setup(m, min(dims), layers[0])
+        assert torch.get_num_threads() == common.THREADS
+        b.time_floor(m, min(dims), layers[0])
 
 
 def test_step_setup_is_seeded():
