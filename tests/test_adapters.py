@@ -123,6 +123,14 @@ def test_ebflow_stabiliser_hparams():
         adapter.train_step(task.train[(i % 8) * BATCH:(i % 8 + 1) * BATCH])
         seen.append(adapter.optimizer.param_groups[0]["lr"])
     assert seen[:8] == [1e-3] * 8 and seen[8:16] == [5e-4] * 8 and seen[16:] == [2.5e-4] * 14
+    # a decay period in steps instead of passes over the data (a published schedule on a smaller data set)
+    adapter = _build("ebflow-ml", task, optimizer="rmsprop", lr=1e-3, lr_decay=0.5, lr_decay_epochs=2,
+                     lr_decay_period=3)
+    seen = []
+    for i in range(10):
+        adapter.train_step(task.train[(i % 8) * BATCH:(i % 8 + 1) * BATCH])
+        seen.append(adapter.optimizer.param_groups[0]["lr"])
+    assert seen[:3] == [1e-3] * 3 and seen[3:6] == [5e-4] * 3 and seen[6:] == [2.5e-4] * 4
     with pytest.raises(ValueError, match="lr_decay = 2.0: must be <= 1"):
         _build("ebflow-ml", task, lr_decay=2.0)
 

@@ -186,3 +186,25 @@ def test_claims_have_unique_keys_and_stated_rules():
         assert c.rule_text and c.setting and c.paper_value and c.decided_by
     with pytest.raises(KeyError, match="unknown claim"):
         get_claim("nope")
+
+
+# ------------------------------------------------------------------------------------- the reproduce preset
+
+def test_reproduce_preset_validates_covers_every_claim_and_its_smallest_cells_run():
+    from ebflow_bench.matrix import load_matrix, validate
+    from ebflow_bench.runner import run_cell
+
+    cells = validate(load_matrix("reproduce"))
+    have = {(c.method, c.task) for c in cells}
+    needed = {("ebflow-ml", "gaussian"), ("ebflow-dsm", "gaussian"), ("ebflow-fdssm", "mnist5k"),
+              ("ebflow-sml", "mnist5k"), ("ebflow-fdssm", "patches32"), ("flowmc-ebm", "mixture-4modes"),
+              ("ula-ebm", "rings"), ("energy-flow", "checkerboard"), ("nflows-maf", "digits")}
+    assert needed <= have
+    assert any(c.method == "ebflow-ssm" and c.hparams["map"] is False for c in cells)  # the MaP ablation
+    assert {c.dim for c in cells if c.task == "gaussian"} == {1024, 1536, 2048, 3072, 4096}  # >= 5 D for a fit
+    smallest = [c for c in cells if c.task == "gaussian" and c.dim == 1024 and c.method in ("ebflow-dsm",)]
+    for c in smallest:
+        record, _ = run_cell(c)
+        assert record["status"] in ("ok", "degenerate"), record["reason"]
+        assert record["steps_done"] == c.budget == 12
+        assert any(r["metric"] == "step_time" and r["value"] > 0 for r in record["rows"])

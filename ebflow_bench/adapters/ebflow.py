@@ -78,6 +78,9 @@ _COMMON: dict[str, HParam] = {
     "lr_decay": HParam(1.0, float, low=1e-6, high=1.0,
                        doc="lr x lr_decay after each of the first lr_decay_epochs epochs (official MNIST-FC 0.95)"),
     "lr_decay_epochs": HParam(0, int, low=0, doc="epochs with lr decay; an epoch is len(train) // batch_size steps"),
+    "lr_decay_period": HParam(0, int, low=0, doc="steps per lr-decay 'epoch'; 0 = one pass over the training set. "
+                              "Matches a published schedule on a smaller data set: the paper's MNIST epoch is "
+                              "600 steps of batch 100, MNIST-5k's 45"),
 }
 #: the per-task objective hyperparameters: name -> (declaration, value on image tasks, value elsewhere);
 #: DSM's std on a smoothed task (option ``smooth``) is the smoothing itself (EBFlow's toy rule)
@@ -171,7 +174,8 @@ class EBFlowAdapter(Adapter):
         self.lr_decay = float(self.hparams["lr_decay"])
         self.lr_decay_epochs = int(self.hparams["lr_decay_epochs"])
         decayed_lr(self.lr0, 0, 1, self.lr_decay, self.lr_decay_epochs)  # validates the schedule
-        self.steps_per_epoch = max(1, self.task.train.shape[0] // min(self.batch_size, self.task.train.shape[0]))
+        self.steps_per_epoch = int(self.hparams["lr_decay_period"]) or max(
+            1, self.task.train.shape[0] // min(self.batch_size, self.task.train.shape[0]))
         self.steps_done = 0
 
     # ------------------------------------------------------------- verbs
