@@ -105,8 +105,8 @@ def run_dir(tmp_path_factory) -> Path:
         rows.cell("energy-flow", "checkerboard", 2, 2, seed, [("step_time", 0.02, "s", "ok")], failed=FAIL_REASON)
         # scaling: gaussian at several D and L
         for m, (c, a) in STEP_LAW.items():
-            for dim in (8, 16, 32, 64):
-                for layers in (1, 2, 4):
+            for dim in (8, 16, 32, 64, 128):  # five values each: a fit needs five (tables.scaling_fits)
+                for layers in (1, 2, 3, 4, 8):
                     t = c * dim**a * layers * (1 + 0.01 * seed)
                     rows.cell(m, "gaussian", dim, layers, seed,
                               [("step_time", t, "s", "ok"), ("test_nll", float(dim), "nats", "ok")])
@@ -207,6 +207,13 @@ def test_best_entry_is_bold(report):
     assert "**3.2 ± 0.28**" in section and "**3.6" not in section  # lower NLL is better
 
 
+def _section(md: str, title: str) -> str:
+    """The text of the report's ``## title...`` section, up to the next ``## `` heading."""
+    i = md.index(f"\n## {title}")
+    j = md.find("\n## ", i + 1)
+    return md[i:] if j < 0 else md[i:j]
+
+
 def _md_table(md: str, first_header: str) -> list[list[str]]:
     """The rows of the first Markdown table whose header starts with ``| first_header |``."""
     lines = md.splitlines()
@@ -221,15 +228,15 @@ def _md_table(md: str, first_header: str) -> list[list[str]]:
 
 def test_scaling_exponents_and_speedup(run_dir, report):
     md = report.read_text()
-    sec = md[md.index("## Scaling"):md.index("## Quality")]
+    sec = _section(md, "Scaling")
     d_fit = {(r[1], r[2]): (float(r[3]), r[4]) for r in _md_table(sec, "task") if r[0] == "gaussian"}
     # D-fits at every fixed L: ML 3, DSM 2 (exactly: the seeds only rescale by a constant)
-    for layers in ("1", "2", "4"):
+    for layers in ("1", "2", "3", "4", "8"):
         assert d_fit[(layers, "ebflow-ml")][0] == pytest.approx(3.0, abs=0.01)
         assert d_fit[(layers, "ebflow-dsm")][0] == pytest.approx(2.0, abs=0.01)
     l_sec = sec[sec.index("| task | fixed D |"):]
     l_fit = {(r[1], r[2]): float(r[3]) for r in _md_table(l_sec, "task")}
-    assert set(l_fit) == {(d, m) for d in ("8", "16", "32", "64") for m in STEP_LAW}
+    assert set(l_fit) == {(d, m) for d in ("8", "16", "32", "64", "128") for m in STEP_LAW}
     assert all(v == pytest.approx(1.0, abs=0.01) for v in l_fit.values())
     sp = speedup_table(pd.read_parquet(run_dir / "results.parquet")).set_index(["task", "layers", "method"])
     # speedup of DSM over ML = (1e-6 D^3) / (4e-6 D^2) = D / 4
@@ -289,7 +296,7 @@ def test_published_data_is_consistent():
 
 def test_asv_history_per_commit(report):
     md = report.read_text()
-    sec = md[md.index("## asv: step-time scaling and history"):md.index("## Failures")]
+    sec = _section(md, "asv: step-time scaling and history")
     assert "aaaaaaa" in sec and "bbbbbbb" in sec and "| 0.3 | 0.25 |" in sec
 
 

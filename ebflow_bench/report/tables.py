@@ -33,6 +33,9 @@ Choices made here:
   several units of exponent).
 - Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed or degenerate cell (its
   single warm-up step, or a diverged model) never enters one.
+- Reference rows (:data:`REFERENCE_METHODS`: ``truth``, exact samples of the target, whose metric values are the
+  metrics' noise floor at that sample size; ``gaussian-fit``, a Gaussian fitted to the training data; and any
+  method of family ``reference``) are shown but never ranked, bolded or given a speed-up.
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ METRIC_LABELS = {m.name: f"{m.label} ({m.unit})" for m in _SHOWN}
 BASELINE = "ebflow-ml"
 #: cell statuses that keep a cell out of speed-ups (``degenerate``: finished with a diverged or collapsed model)
 BAD_CELL_STATUSES = ("failed", "degenerate")
+#: rows that are references, not competitors: shown, never ranked (``truth`` gives each metric's noise floor)
+REFERENCE_METHODS = frozenset({"truth", "gaussian-fit"})
+REFERENCE_FAMILY = "reference"
+
+
+def is_reference(method: str, family: str = "") -> bool:
+    """Whether a method is a reference row (:data:`REFERENCE_METHODS` or family ``reference``), never ranked."""
+    return method in REFERENCE_METHODS or family == REFERENCE_FAMILY
+
+
+def reference_methods(df: pd.DataFrame) -> set[str]:
+    """The reference methods of a results table (by name, or family ``reference``)."""
+    fam = df["family"] if "family" in df.columns else pd.Series([""] * len(df), index=df.index)
+    return {m for m, f in zip(df["method"], fam) if is_reference(str(m), str(f))}
 
 
 def fmt(x: float, digits: int = 4) -> str:
@@ -191,6 +208,9 @@ def best_mask(stats: pd.DataFrame) -> pd.Series:
     registered direction: lowest, highest, or (MMD^2, whose unbiased estimate can fall below zero) closest to
     zero."""
     ok = stats["status"].eq("ok") & ~stats["metric"].isin(UNRANKED)
+    ok &= ~stats["method"].isin(REFERENCE_METHODS)  # reference rows (truth: the noise floor) are never ranked
+    if "family" in stats.columns:
+        ok &= stats["family"].ne(REFERENCE_FAMILY)
     for flag in FLAGS:  # capped or degenerate cells are never ranked beside complete ones
         ok &= stats.get(f"n_{flag}", 0) == 0
     score = stats["mean"].where(~stats["metric"].isin(SIGNED_ESTIMATES), stats["mean"].abs())
@@ -273,6 +293,9 @@ def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     if bad:
         ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
         df = df[[i not in bad for i in ids]]
+    if "cell_status" in df.columns:  # capped cells stopped early: their timings are not compared either
+        df = df[~df["cell_status"].eq("capped")]
+    df = df[~df["method"].isin(reference_methods(df))]
     s = step_times(df)
     if s.empty or baseline not in set(s["method"]):
         return pd.DataFrame(columns=["task", "layers", "method"])
@@ -352,9 +375,10 @@ def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
     """Test NLL at common compute points, per task, D and configuration (module docstring: equal compute).
 
     Long format: task, dim, label, method, config_key, compute_s (the point C), nll (mean over the
-    configuration's ok cells; NaN where C is outside any of their measured ranges), n_cells."""
+    configuration's ok cells; NaN where C is outside any of their measured ranges), nll_std (sample standard
+    deviation over those cells, ddof = 1; NaN with one cell), n_cells."""
     t = nll_at_time(df)
-    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "n_cells"]
+    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "nll_std", "n_cells"]
     out = []
     for (task, dim), g in t.groupby(["task", "dim"], sort=True):
         points = compute_points(g, n_points)
@@ -362,7 +386,9 @@ def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
             cells = [c.sort_values("compute_s") for _, c in h.groupby("cell_id")]
             for p in points:
                 inside = [c for c in cells if c["compute_s"].iloc[0] <= p <= c["compute_s"].iloc[-1]]
-                v = (float(np.mean([np.interp(p, c["compute_s"], c["value"]) for c in cells]))
-                     if len(inside) == len(cells) else np.nan)
-                out.append([task, int(dim), label, method, key, p, v, len(cells)])
+                vals = [np.interp(p, c["compute_s"], c["value"]) for c in cells]
+                full = len(inside) == len(cells)
+                v = float(np.mean(vals)) if full else np.nan
+                sd = float(np.std(vals, ddof=1)) if full and len(vals) > 1 else np.nan
+                out.append([task, int(dim), label, method, key, p, v, sd, len(cells)])
     return pd.DataFrame(out, columns=cols)
