@@ -191,7 +191,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
     command = " ".join(["ebflow-bench", *sys.argv[1:]]) if sys.argv[1:2] == ["reference"] else \
         f"ebflow-bench reference --preset {args.preset}" + (" --asv" if args.asv else "")
     path = build_report([run_dir], out, asv_results=asv_dir if asv_dir.is_dir() else None, command=command)
-    shutil.copyfile(run_dir / "results.parquet", out / "results.parquet")
+    shutil.copyfile(run_dir / "results.parquet", out / "results.parquet")  # a run others can report beside
+    if (run_dir / "meta.json").is_file():  # its provenance (commit, versions, commands) travels with it
+        shutil.copyfile(run_dir / "meta.json", out / "meta.json")
     print(path)
     per_cell = df.drop_duplicates("cell_id")["cell_status"].tolist() if len(df) else []
     return run_exit_code(per_cell)

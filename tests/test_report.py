@@ -585,3 +585,20 @@ def test_report_cli_writes_beside_the_run_not_into_results(run_dir, tmp_path, mo
     assert main(["report", str(d)]) == 0
     assert (d / "report" / "report.md").is_file() and (d / "report" / "claims.csv").is_file()
     assert not (tmp_path / "results").exists()
+
+
+def test_reference_command_writes_results_folder_with_parquet_and_claims(tmp_path, monkeypatch):
+    from ebflow_bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no results/asv here: the report goes without asv history
+    matrix = _two_lr_matrix(tmp_path, "[0]")
+    assert main(["reference", "--preset", str(matrix), "--run-dir", "runs/two", "--out", "results/two",
+                 "--quiet"]) == 0
+    out = tmp_path / "results" / "two"
+    for name in ("report.md", "report.html", "claims.csv", "results.parquet", "meta.json"):
+        assert (out / name).is_file(), name
+    assert len(pd.read_parquet(out / "results.parquet")) == len(pd.read_parquet(tmp_path / "runs/two/results.parquet"))
+    md = (out / "report.md").read_text()
+    assert "ebflow-bench reference --preset" in md and "git checkout " in md  # how to reproduce it
+    # a reference folder reads as a run beside yours
+    assert main(["report", "results/two", "runs/two", "--out", "runs/both"]) == 0

@@ -310,8 +310,11 @@ def _reproduce_commands(run_dirs: list[Path], command: str | None) -> list[str]:
         if not meta:
             cmds.append(f"# {d}: no meta.json: the command that produced this run is unknown")
             continue
-        if meta.get("commit"):
-            cmds.append(f"git checkout {meta['commit']} && pip install -e .   # the code of run {d.name}")
+        commit = str(meta.get("commit") or "")
+        if commit and commit != "unknown":
+            dirty = commit.endswith("+dirty")
+            cmds.append(f"git checkout {commit.removesuffix('+dirty')} && pip install -e .   # the code of run "
+                        f"{d.name}" + (" (it had uncommitted changes: not exactly reproducible)" if dirty else ""))
         for s in meta.get("sessions", []):
             cmds.append(_command_text(s.get("command")))
         if not meta.get("sessions") and meta.get("command"):
