@@ -46,7 +46,8 @@ import pandas as pd
 from . import figures
 from .doc import Block, Bullets, Code, Figure, Heading, Para, Table, table_latex, to_html, to_markdown
 from ..scaling import MIN_FIT_POINTS
-from .tables import (BASELINE, METRIC_LABELS, UNRANKED, best_mask, cell_status, equal_compute, failures, flagged,
+from .tables import (BASELINE, METRIC_LABELS, UNRANKED, best_mask, cell_status, comparable, equal_compute, failures,
+                     flagged,
                      fmt, nll_at_time, quality_stats, quality_table, reference_methods, scaling_fits,
                      scaling_panels, speedup_table, step_times, steps_text)
 
@@ -355,10 +356,11 @@ def _exponent_label(r: pd.Series) -> str:
 
 def _scaling(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading("Scaling: step time against D and L")]
-    steps = step_times(df)
+    steps = step_times(comparable(df))  # failed, degenerate and capped cells are not timed here
     if steps.empty:
         return blocks + [Para("No step-time rows in these runs.")]
-    blocks.append(Para("Mean wall time of one training step (s) per task, averaged over seeds. Exponents are "
+    blocks.append(Para("Mean wall time of one training step (s) per task, averaged over seeds, of cells that "
+                       "finished `ok`. Exponents are "
                        "slopes of log step time against log D (or log L) with 95% confidence intervals, fitted "
                        "per method by `ebflow_bench.scaling.fit_exponents`; EBFlow's claim is O(D^2 L) per "
                        "score-matching step against O(D^3 L) for maximum likelihood."))
@@ -606,7 +608,7 @@ def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str
         return ""
     task = present[0]
     if metric == "batches_per_s":
-        s = step_times(df)
+        s = step_times(comparable(df))
         s = s[s["task"].eq(task) & s["method"].eq(method)]
         return f"{1.0 / s['value'].mean():.3g}" if len(s) else ""
     # "test_nll_discrete": the NLL of the integer data (the papers' 0..256 scale), D ln 2 x bits/dim
@@ -617,9 +619,11 @@ def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str
     r = s.sort_values(["n_ok", "budget"], ascending=False).iloc[0]
     if r["status"] != "ok":
         return str(r["status"])
+    flags = "".join(f" ({k}/{r['n_cells']} {f})" for f in ("failed", "capped", "degenerate")
+                    for k in [int(r.get(f"n_{f}", 0))] if k)
     scale = float(r["dim"]) * math.log(2.0) if metric == "test_nll_discrete" else 1.0
     mean, std = r["mean"] * scale, r["std"] * scale
-    return fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
+    return (fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, 2)}") + flags
 
 
 def _published_value(v) -> str:

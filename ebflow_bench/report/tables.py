@@ -26,13 +26,14 @@ Choices made here:
   measured range (no extrapolation: blank otherwise).
 - Step time is analysed per task (a step's cost depends on the task's batch and model, not only on D and L):
   entries average the ok ``step_time`` rows (each a cell's median step time) of (task, method, dim, layers)
-  over seeds, including cells that failed later (the steps that ran were timed). An exponent in D is fitted for
+  over seeds, of cells that finished ``ok`` (:func:`comparable`: a failed cell's few timed steps, e.g. a single
+  warm-up step, or a degenerate or capped cell never enters a fit or a speed-up). An exponent in D is fitted for
   each (task, L) with at least two D values, using the methods measured at two or more D; likewise in L. A fit over
   fewer than ``MIN_FIT_POINTS`` = 5 distinct values is not a result: :func:`scaling_fits` returns it marked
   ``insufficient`` with no slope or interval (with 3 points a t-interval on 1 degree of freedom spans
   several units of exponent).
-- Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed or degenerate cell (its
-  single warm-up step, or a diverged model) never enters one.
+- Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed, degenerate or capped cell
+  (its single warm-up step, or a diverged model) never enters one.
 - Reference rows (:data:`REFERENCE_METHODS`: ``truth``, exact samples of the target, whose metric values are the
   metrics' noise floor at that sample size; ``gaussian-fit``, a Gaussian fitted to the training data; and any
   method of family ``reference``) are shown but never ranked, bolded or given a speed-up.
@@ -284,17 +285,24 @@ def bad_cells(df: pd.DataFrame) -> set[tuple[str, str]]:
     return set(map(tuple, df.loc[bad, ["run_id", "cell_id"]].astype(str).to_numpy()))
 
 
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells that may enter a comparison of costs (speed-ups, exponents): every cell but the failed or
+    degenerate ones (:func:`bad_cells`) and the ``capped`` ones (stopped early)."""
+    bad = bad_cells(df)
+    if bad:
+        ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
+        df = df[[i not in bad for i in ids]]
+    if "cell_status" in df.columns:
+        df = df[~df["cell_status"].eq("capped")]
+    return df
+
+
 def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """Per task, layers value, method and D: mean step time of ``baseline`` / mean step time of the method
     (> 1 means faster than the baseline), over cells that finished ok (failed or degenerate cells,
     :func:`bad_cells`, are left out). Columns: task, layers, method, then one per D ("D=64", ...); NaN where
     either mean is missing. Empty when the baseline has no step time."""
-    bad = bad_cells(df)
-    if bad:
-        ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
-        df = df[[i not in bad for i in ids]]
-    if "cell_status" in df.columns:  # capped cells stopped early: their timings are not compared either
-        df = df[~df["cell_status"].eq("capped")]
+    df = comparable(df)
     df = df[~df["method"].isin(reference_methods(df))]
     s = step_times(df)
     if s.empty or baseline not in set(s["method"]):
