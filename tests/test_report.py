@@ -511,8 +511,11 @@ def test_one_colour_per_method_across_figures():
     b = F.method_colors(["nflows-maf", "ebflow-dsm", "ebflow-ml [lr=0.1]", "zzz-plugin"])
     assert a["ebflow-dsm"] == b["ebflow-dsm"] and a["ebflow-ml"] == b["ebflow-ml [lr=0.1]"]
     assert F.method_colors(["zzz-plugin"]) == {"zzz-plugin": b["zzz-plugin"]}
-    colours = [F.color_of(m) for m in sorted(adapter_registry())]
-    assert len(set(colours)) == len(colours)  # every registered method has its own colour
+    # every method of the suite (plugins registered by other tests aside) has its own fixed colour
+    builtin = sorted(m for m, a in adapter_registry().items() if a.__module__.startswith("ebflow_bench.adapters"))
+    assert len(builtin) >= 17 and set(builtin) <= set(F.PALETTE)
+    colours = [F.color_of(m) for m in builtin]
+    assert len(set(colours)) == len(colours)
     # and the drawn lines carry it: the same method in two figures has the same RGB
     import matplotlib.pyplot as plt
 
@@ -605,3 +608,23 @@ def test_reference_command_writes_results_folder_with_parquet_and_claims(tmp_pat
 
     with pytest.warns(DuplicateCells):
         assert main(["report", "results/two", "runs/two", "--out", "runs/both"]) == 0
+
+
+def test_every_figure_text_is_at_least_8_pt(run_dir, tmp_path):
+    import matplotlib.text
+
+    F = importlib.import_module("ebflow_bench.report.figures")
+    sizes: dict[str, float] = {}
+    orig = F._save
+
+    def spy(fig, path):
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip() and t.get_visible()]
+        sizes[Path(path).name] = min(t.get_fontsize() for t in texts)
+        return orig(fig, path)
+
+    F._save = spy
+    try:
+        build_report([run_dir], tmp_path / "out")
+    finally:
+        F._save = orig
+    assert len(sizes) >= 5 and min(sizes.values()) >= F.MIN_FONT == 8, sizes

@@ -14,6 +14,7 @@ failed or degenerate cell says so in its title.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -261,7 +262,8 @@ def asv_history(asv: pd.DataFrame, path: Path, max_panels: int = 9) -> Path:
             ticks = sorted(g["x"].unique())
             ax.set_xticks(ticks, [order[int(i)][:7] for i in ticks], rotation=45, ha="right")
             unit = g["unit"].iloc[0] if "unit" in g and len(g) else ""
-            ax.set(xlabel="commit", ylabel=f"value ({unit})" if unit else "value", title=str(bench)[-40:])
+            ax.set(xlabel="commit", ylabel=f"value ({unit})" if unit else "value",
+                   title="\n".join(textwrap.wrap(str(bench), 48)[:3]))
         return _save(fig, path)
 
 
