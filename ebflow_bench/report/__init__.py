@@ -298,7 +298,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _command_text(cmd: list[str] | str | None) -> str:
     """A recorded command line as text, with the installed script's full path shortened to its name."""
     parts = list(cmd) if isinstance(cmd, list) else str(cmd or "").split(" ")
-    if parts and Path(parts[0]).name == "ebflow-bench":
+    if parts and (Path(parts[0]).name == "ebflow-bench" or parts[0].endswith("ebflow_bench/cli.py")):
         parts[0] = "ebflow-bench"
     return " ".join(parts)
 
@@ -744,7 +744,7 @@ def _asv_scaling(asv: pd.DataFrame, fig_dir: Path) -> list[Block]:
                                 f"({best['range'].iloc[0]}) and 95% interval."),
                    Table(["method", f"exponent in {name}", "range", "95% CI", "points"],
                          [[r["method"], "not fitted" if r["error"] else fmt(r["slope"], 3), r["range"],
-                           "" if r["error"] else f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]", str(r["n"])]
+                           r["error"] or f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]", str(r["n"])]
                           for _, r in g.sort_values(["range", "method"]).iterrows()])]
     d_rows = steps[steps["benchmark"].str.contains("TimeStepD.", regex=False)]
     sp = speedup_table(d_rows.assign(task="gaussian", status="ok"))
