@@ -57,7 +57,7 @@ def color_of(label: str) -> tuple[float, float, float]:
     """The fixed colour of a method or configuration label (see :data:`PALETTE`)."""
     import hashlib
 
-    m = method_of(label)
+    m = label if label in PALETTE else method_of(label)
     if m in PALETTE:
         return tuple(PALETTE[m])
     h = int(hashlib.sha1(m.encode()).hexdigest(), 16)
