@@ -129,8 +129,9 @@ def select(df: pd.DataFrame, method: str, task: str | tuple[str, ...], metric: s
     good = cells[~cells[st].isin(["failed", "degenerate", "capped"])]
     if good.empty:
         if not bad.empty:
-            reasons = "; ".join(sorted({f"{r[st]}: {r['reason']}" if r.get("reason") else str(r[st])
-                                        for _, r in bad.iterrows()}))[:400]
+            why = [r.get("cell_reason") or r.get("reason") for _, r in bad.iterrows()]  # the cell's reason first
+            reasons = "; ".join(sorted({f"{r[st]}: {w}" if w else str(r[st])
+                                        for (_, r), w in zip(bad.iterrows(), why)}))[:400]
             raise Broken(f"{method} on {'/'.join(tasks)}: every cell {'/'.join(sorted(set(bad[st])))} ({reasons})")
         raise NotRun(f"{method} on {'/'.join(tasks)}: only capped cells ({len(capped)})")
     rows = sub[(sub["cell_id"].isin(good["cell_id"])) & (sub["metric"] == metric)]

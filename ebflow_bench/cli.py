@@ -1,4 +1,9 @@
-"""The ``ebflow-bench`` command line: ``list | run | report | track | steptime``.
+"""The ``ebflow-bench`` command line: ``list | run | report | reference | track | steptime``.
+
+``report RUN_DIR ...`` writes to ``--out`` or, by default, to ``<first run dir>/report/`` (inside the run
+folder, never over the committed reference results in ``results/``). ``reference`` is the maintainer command
+that regenerates the committed reference results: it runs a preset into ``runs/<preset>`` (resuming what is
+there) and writes its report, ``claims.csv`` and ``results.parquet`` to ``results/<preset>/``.
 
 Every subcommand imports what it needs lazily, so each works as soon as its own modules exist.
 
@@ -146,14 +151,52 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _BadInput(f"--asv-results {args.asv_results!r} is not a directory")
     from .report import build_report
 
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
     try:
-        path = build_report([Path(d) for d in args.run_dirs], Path(args.out),
+        path = build_report([Path(d) for d in args.run_dirs], out,
                             asv_results=Path(args.asv_results) if args.asv_results else None,
                             command=" ".join(["ebflow-bench", *sys.argv[1:]]))
     except ValueError as e:  # e.g. no finished cell in the folders
         raise _BadInput(str(e)) from None
     print(path)
     return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    """Regenerate the committed reference results of a preset (maintainers): run it into ``runs/<preset>``
+    (resuming), optionally record the current commit with asv (``--asv``: ``ebflow-bench track``), then write the
+    report with the asv history of ``results/asv`` (when present) to ``results/<preset>/`` and copy the run's
+    ``results.parquet`` beside it."""
+    import shutil
+
+    from .matrix import load_matrix
+    from .runner import run_matrix
+
+    run_dir = Path(args.run_dir or Path("runs") / args.preset)
+    out = Path(args.out or Path("results") / args.preset)
+    matrix = load_matrix(args.preset)
+    resume = run_dir.is_dir() and any(run_dir.iterdir())
+    args.out_resolved = run_dir
+    df = run_matrix(matrix, run_dir, resume=resume, workers=args.workers, progress=not args.quiet)
+    asv_dir = Path("results/asv")
+    if args.asv:
+        from .track import TrackError, run_track
+
+        try:
+            print(run_track())
+        except (TrackError, ValueError) as e:
+            raise _BadInput(str(e)) from e
+    from .report import build_report
+
+    command = " ".join(["ebflow-bench", *sys.argv[1:]]) if sys.argv[1:2] == ["reference"] else \
+        f"ebflow-bench reference --preset {args.preset}" + (" --asv" if args.asv else "")
+    path = build_report([run_dir], out, asv_results=asv_dir if asv_dir.is_dir() else None, command=command)
+    shutil.copyfile(run_dir / "results.parquet", out / "results.parquet")  # a run others can report beside
+    if (run_dir / "meta.json").is_file():  # its provenance (commit, versions, commands) travels with it
+        shutil.copyfile(run_dir / "meta.json", out / "meta.json")
+    print(path)
+    per_cell = df.drop_duplicates("cell_id")["cell_status"].tolist() if len(df) else []
+    return run_exit_code(per_cell)
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -258,9 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="build report.md/.html and figures from run directories")
     s.add_argument("run_dirs", nargs="+")
-    s.add_argument("--out", default="results", help="output directory (default results/)")
-    s.add_argument("--asv-results", help="asv results directory to include")
+    s.add_argument("--out", help="output directory (default: RUN_DIR/report/ of the first run directory)")
+    s.add_argument("--asv-results", help="asv results directory to include (e.g. results/asv)")
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser(
+        "reference", help="maintainers: regenerate the committed reference results of a preset in results/<preset>/",
+        description="Run --preset into runs/<preset> (resuming what is there), with --asv first record the "
+                    "current commit with asv (ebflow-bench track), then write report.md/.html, figures, tables, "
+                    "claims.csv and a copy of results.parquet to results/<preset>/ (asv history from results/asv "
+                    "when present).")
+    s.add_argument("--preset", default="default", help="preset to run (default: default; also reproduce)")
+    s.add_argument("--run-dir", help="run directory (default runs/<preset>)")
+    s.add_argument("--out", help="report directory (default results/<preset>)")
+    s.add_argument("--asv", action="store_true", help="record the current commit with asv first (~9 min)")
+    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_reference)
 
     s = sub.add_parser(
         "track", help="asv: record the current commit (asv run + publish), or compare two recorded commits",
@@ -309,7 +366,7 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for key in ("out", "matrix", "asv_results"):  # a quoted `--out=~/x` reaches us unexpanded
+    for key in ("out", "matrix", "asv_results", "run_dir"):  # a quoted `--out=~/x` reaches us unexpanded
         if getattr(args, key, None):
             setattr(args, key, os.path.expanduser(getattr(args, key)))
     if getattr(args, "run_dirs", None):

@@ -105,8 +105,8 @@ def run_dir(tmp_path_factory) -> Path:
         rows.cell("energy-flow", "checkerboard", 2, 2, seed, [("step_time", 0.02, "s", "ok")], failed=FAIL_REASON)
         # scaling: gaussian at several D and L
         for m, (c, a) in STEP_LAW.items():
-            for dim in (8, 16, 32, 64):
-                for layers in (1, 2, 4):
+            for dim in (8, 16, 32, 64, 128):  # five values each: a fit needs five (tables.scaling_fits)
+                for layers in (1, 2, 3, 4, 8):
                     t = c * dim**a * layers * (1 + 0.01 * seed)
                     rows.cell(m, "gaussian", dim, layers, seed,
                               [("step_time", t, "s", "ok"), ("test_nll", float(dim), "nats", "ok")])
@@ -207,6 +207,13 @@ def test_best_entry_is_bold(report):
     assert "**3.2 ± 0.28**" in section and "**3.6" not in section  # lower NLL is better
 
 
+def _section(md: str, title: str) -> str:
+    """The text of the report's ``## title...`` section, up to the next ``## `` heading."""
+    i = md.index(f"\n## {title}")
+    j = md.find("\n## ", i + 1)
+    return md[i:] if j < 0 else md[i:j]
+
+
 def _md_table(md: str, first_header: str) -> list[list[str]]:
     """The rows of the first Markdown table whose header starts with ``| first_header |``."""
     lines = md.splitlines()
@@ -221,15 +228,15 @@ def _md_table(md: str, first_header: str) -> list[list[str]]:
 
 def test_scaling_exponents_and_speedup(run_dir, report):
     md = report.read_text()
-    sec = md[md.index("## Scaling"):md.index("## Quality")]
+    sec = _section(md, "Scaling")
     d_fit = {(r[1], r[2]): (float(r[3]), r[4]) for r in _md_table(sec, "task") if r[0] == "gaussian"}
     # D-fits at every fixed L: ML 3, DSM 2 (exactly: the seeds only rescale by a constant)
-    for layers in ("1", "2", "4"):
+    for layers in ("1", "2", "3", "4", "8"):
         assert d_fit[(layers, "ebflow-ml")][0] == pytest.approx(3.0, abs=0.01)
         assert d_fit[(layers, "ebflow-dsm")][0] == pytest.approx(2.0, abs=0.01)
     l_sec = sec[sec.index("| task | fixed D |"):]
     l_fit = {(r[1], r[2]): float(r[3]) for r in _md_table(l_sec, "task")}
-    assert set(l_fit) == {(d, m) for d in ("8", "16", "32", "64") for m in STEP_LAW}
+    assert set(l_fit) == {(d, m) for d in ("8", "16", "32", "64", "128") for m in STEP_LAW}
     assert all(v == pytest.approx(1.0, abs=0.01) for v in l_fit.values())
     sp = speedup_table(pd.read_parquet(run_dir / "results.parquet")).set_index(["task", "layers", "method"])
     # speedup of DSM over ML = (1e-6 D^3) / (4e-6 D^2) = D / 4
@@ -289,7 +296,7 @@ def test_published_data_is_consistent():
 
 def test_asv_history_per_commit(report):
     md = report.read_text()
-    sec = md[md.index("## asv: step-time scaling and history"):md.index("## Failures")]
+    sec = _section(md, "asv: step-time scaling and history")
     assert "aaaaaaa" in sec and "bbbbbbb" in sec and "| 0.3 | 0.25 |" in sec
 
 
@@ -408,3 +415,216 @@ def test_equal_compute_interpolates_inside_each_range_only():
     eq = equal_compute(pd.DataFrame(rows2.rows, columns=COLUMNS)).set_index(["method", "compute_s"])["nll"]
     assert eq[("ebflow-ml", 1.0)] == pytest.approx(4.0) and np.isnan(eq[("ebflow-ml", 20.0)])
     assert eq[("ebflow-dsm", 20.0)] == pytest.approx(-11.0) and np.isnan(eq[("ebflow-dsm", 1.0)])
+
+
+# ------------------------------------------------------------------ claims, summary, LaTeX, colours, samples
+
+
+def test_claims_csv_and_claims_section(report):
+    from ebflow_bench.claims import CLAIM_COLUMNS, CLAIMS
+
+    claims = pd.read_csv(report.parent / "claims.csv", keep_default_na=False)
+    assert list(claims.columns) == CLAIM_COLUMNS == ["claim", "source", "paper_value", "our_value", "verdict", "note"]
+    assert list(claims["claim"]) == [c.key for c in CLAIMS]
+    v = claims.set_index("claim")["verdict"]
+    # the fixture has no mnist5k, no ula-ebm: those claims cannot be decided
+    assert v["ebflow-quality"] == "not run" and v["flowmc-mode-weights"] == "not run"
+    # energy-flow's every cell failed: evidence, not reproduced (with the reason)
+    assert v["energy-flow-decorrelated"] == "not reproduced"
+    md = report.read_text()
+    heads = [l for l in md.splitlines() if l.startswith("## ")]
+    assert heads[:3] == ["## Summary", "## Claims", "## Runs"]  # summary first, claims near the top
+    sec = _section(md, "Claims")
+    rows = {r[0]: r[1] for r in _md_table(sec, "claim")}
+    assert rows["`ebflow-quality`"] == "**not run**" and rows["`energy-flow-decorrelated`"] == "**not reproduced**"
+    assert FAIL_REASON in sec
+    summary = _section(md, "Summary")
+    assert "1 not reproduced" in summary and "ebflow-bench report RUN --out OUT" in summary
+
+
+def test_summary_ranks_ok_configurations_with_t_intervals(report):
+    from scipy import stats as st
+
+    summary = _section(report.read_text(), "Summary")
+    rows = _md_table(summary, "task")
+    nll = next(r for r in rows if r[0].startswith("checkerboard") and r[1].startswith("test negative"))
+    # ebflow-ml 3.0/3.4 (best) before ebflow-dsm 3.5/3.7; interval: t(0.975, 1) * s / sqrt(2)
+    half = st.t.ppf(0.975, 1) * np.std([3.0, 3.4], ddof=1) / math.sqrt(2)
+    assert nll[2] == f"ebflow-ml: 3.2 ± {half:.2g} (n=2)" and nll[3].startswith("ebflow-dsm: 3.6")
+    assert all("energy-flow" not in c for r in rows for c in r[2:5])  # failed: never ranked
+    eq = next(r for r in rows if r[0].startswith("checkerboard") and "at C =" in r[1])
+    assert eq[2].startswith("ebflow-ml:")
+
+
+def test_truth_is_a_noise_floor_never_ranked(run_dir, tmp_path):
+    df = pd.read_parquet(run_dir / "results.parquet")
+    rows = _Rows()
+    for seed in (0, 1):  # exact samples: a better sliced W2 than every model, and it must not be ranked
+        rows.cell("truth", "checkerboard", 2, 2, seed, [("sliced_wasserstein", 0.05 + 0.01 * seed, "data units",
+                                                           "ok")])
+    truth = pd.DataFrame(rows.rows, columns=COLUMNS).assign(run_id="truth-run", family="reference")
+    both = pd.concat([df, truth], ignore_index=True)
+    q = quality_table(both, mark_best=True).set_index(["task", "method"])
+    assert not q.loc[("checkerboard", "truth"), "sliced_wasserstein"].startswith("**")
+    assert q.loc[("checkerboard", "ebflow-ml"), "sliced_wasserstein"].startswith("**")
+    d = tmp_path / "run"
+    d.mkdir()
+    both.to_parquet(d / "results.parquet", index=False)
+    summary = _section(build_report([d], tmp_path / "out").read_text(), "Summary")
+    sw = next(r for r in _md_table(summary, "task") if r[0].startswith("checkerboard") and r[1].startswith("sliced"))
+    assert "truth" not in " ".join(sw[2:5]) and sw[5].startswith("0.055 ± 0.0071 (std)")
+
+
+def test_every_table_is_written_as_booktabs_latex(report):
+    out = report.parent
+    tex = sorted((out / "tables").glob("*.tex"))
+    md = report.read_text()
+    assert len(tex) == md.count("LaTeX: [tables/") and len(tex) >= 10
+    for p in tex:
+        t = p.read_text()
+        assert t.index(r"\toprule") < t.index(r"\midrule") < t.index(r"\bottomrule")
+        assert f"(tables/{p.name})" in md
+        body = t[t.index(r"\begin{tabular}"):]
+        assert "±" not in body and "**" not in body
+        assert not re.search(r"(?<!\\)_", body), p.name  # every underscore escaped
+    claims = next(p for p in tex if p.name.endswith("-claims.tex")).read_text()
+    assert r"\texttt{ebflow-quality} & \textbf{not run}" in claims
+    quality = next(p for p in tex if "checkerboard" in p.name and "quality" in p.name).read_text()
+    assert r"\textbf{3.2 $\pm$ 0.28}" in quality
+
+
+def test_figures_are_300_dpi_png_and_pdf(report):
+    fig = report.parent / "figures"
+    for p in fig.glob("*.png"):
+        assert p.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        with Image.open(p) as im:
+            dpi = im.info.get("dpi", (0, 0))
+            assert round(dpi[0]) == 300 and im.size[0] >= 600, (p.name, im.size, dpi)
+
+
+def test_one_colour_per_method_across_figures():
+    F = importlib.import_module("ebflow_bench.report.figures")
+    from ebflow_bench.matrix import adapter_registry
+
+    # fixed per method, whatever else is in the figure, and a configuration label takes its method's colour
+    a = F.method_colors(["ebflow-ml", "ebflow-dsm"])
+    b = F.method_colors(["nflows-maf", "ebflow-dsm", "ebflow-ml [lr=0.1]", "zzz-plugin"])
+    assert a["ebflow-dsm"] == b["ebflow-dsm"] and a["ebflow-ml"] == b["ebflow-ml [lr=0.1]"]
+    assert F.method_colors(["zzz-plugin"]) == {"zzz-plugin": b["zzz-plugin"]}
+    # every method of the suite (plugins registered by other tests aside) has its own fixed colour
+    builtin = sorted(m for m, a in adapter_registry().items() if a.__module__.startswith("ebflow_bench.adapters"))
+    assert len(builtin) >= 17 and set(builtin) <= set(F.PALETTE)
+    colours = [F.color_of(m) for m in builtin]
+    assert len(set(colours)) == len(colours)
+    # and the drawn lines carry it: the same method in two figures has the same RGB
+    import matplotlib.pyplot as plt
+
+    seen = []
+    orig = F._save
+    F._save = lambda fig, path: (seen.append({l.get_label(): l.get_color() for ax in fig.axes for l in ax.get_lines()
+                                              if not l.get_label().startswith("_")}), plt.close(fig))[-1]
+    try:
+        steps = pd.DataFrame({"method": ["ebflow-dsm"] * 2 + ["ebflow-ml"] * 2, "dim": [8.0, 16.0] * 2,
+                              "value": [1.0, 2.0, 1.0, 4.0]})
+        F.scaling([("g", 2.0, steps)], "dim", {}, F.method_colors(["ebflow-dsm", "ebflow-ml"]), Path("x.png"))
+        curves = pd.DataFrame({"task": "t", "dim": 2, "label": ["ebflow-dsm"] * 2 + ["mle-lu"] * 2,
+                               "cell_id": ["a", "a", "b", "b"], "compute_s": [1.0, 2.0] * 2, "value": [3.0, 2.0] * 2})
+        F.equal_compute(curves, curves.assign(compute_s=1.5), F.method_colors(curves["label"]), Path("y.png"))
+    finally:
+        F._save = orig
+    to_rgb = matplotlib_colors().to_rgb
+    assert to_rgb(seen[0]["ebflow-dsm"]) == to_rgb(seen[1]["ebflow-dsm"]) == pytest.approx(F.color_of("ebflow-dsm"))
+
+
+def matplotlib_colors():
+    import matplotlib.colors
+
+    return matplotlib.colors
+
+
+def test_degenerate_cell_sample_panel_is_labelled(run_dir, tmp_path):
+    F = importlib.import_module("ebflow_bench.report.figures")
+    df = pd.read_parquet(run_dir / "results.parquet")
+    why = "collapsed: sample spread 1e-9"
+    hit = df["task"].eq("checkerboard") & df["method"].eq("ebflow-dsm")
+    bad = df.assign(cell_status=df["cell_status"].where(~hit, "degenerate"),
+                    cell_reason=df["cell_reason"].where(~hit, why))
+    d = tmp_path / "run"
+    (d / "samples").mkdir(parents=True)
+    bad.to_parquet(d / "results.parquet", index=False)
+    for p in (run_dir / "samples").glob("*.npy"):
+        (d / "samples" / p.name).write_bytes(p.read_bytes())
+    titles = []
+    orig = F._save
+    F._save = lambda fig, path: (titles.append([ax.get_title() for ax in fig.axes]), orig(fig, path))[-1]
+    try:
+        md = build_report([d], tmp_path / "out").read_text()
+    finally:
+        F._save = orig
+    checker = next(t for t in titles if "flowmc-ebm" in t and "energy-flow\nfailed" in t)  # the checkerboard's
+    assert [t.replace("\n", " ") for t in checker if t.startswith("ebflow-dsm")] == [f"ebflow-dsm degenerate: {why}"]
+    assert "ebflow-ml" in checker  # an ok panel: no note (the reason wraps over lines)
+    # failed without samples (energy-flow): an empty panel titled "failed"
+    assert "Panels of failed, capped or degenerate cells say so" in md
+
+
+def test_padded_image_grid():
+    F = importlib.import_module("ebflow_bench.report.figures")
+    x = np.zeros((4, 9))  # four black 3x3 images
+    g = F._mosaic(x, (1, 3, 3), 2)
+    gap = F.GRID_GAP
+    assert g.shape == (2 * 3 + 3 * gap, 2 * 3 + 3 * gap)
+    assert (g[:gap] == 1).all() and (g[:, gap + 3:2 * gap + 3] == 1).all()  # white border and gap between
+    assert (g[gap:gap + 3, gap:gap + 3] == 0).all()
+
+
+def test_report_cli_writes_beside_the_run_not_into_results(run_dir, tmp_path, monkeypatch):
+    from ebflow_bench.cli import main
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "results.parquet").write_bytes((run_dir / "results.parquet").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(d)]) == 0
+    assert (d / "report" / "report.md").is_file() and (d / "report" / "claims.csv").is_file()
+    assert not (tmp_path / "results").exists()
+
+
+def test_reference_command_writes_results_folder_with_parquet_and_claims(tmp_path, monkeypatch):
+    from ebflow_bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no results/asv here: the report goes without asv history
+    matrix = _two_lr_matrix(tmp_path, "[0]")
+    assert main(["reference", "--preset", str(matrix), "--run-dir", "runs/two", "--out", "results/two",
+                 "--quiet"]) == 0
+    out = tmp_path / "results" / "two"
+    for name in ("report.md", "report.html", "claims.csv", "results.parquet", "meta.json"):
+        assert (out / name).is_file(), name
+    assert len(pd.read_parquet(out / "results.parquet")) == len(pd.read_parquet(tmp_path / "runs/two/results.parquet"))
+    md = (out / "report.md").read_text()
+    assert "ebflow-bench reference --preset" in md and "git checkout " in md  # how to reproduce it
+    # a reference folder reads as a run beside yours (the same cells here: counted once)
+    from ebflow_bench.results import DuplicateCells
+
+    with pytest.warns(DuplicateCells):
+        assert main(["report", "results/two", "runs/two", "--out", "runs/both"]) == 0
+
+
+def test_every_figure_text_is_at_least_8_pt(run_dir, tmp_path):
+    import matplotlib.text
+
+    F = importlib.import_module("ebflow_bench.report.figures")
+    sizes: dict[str, float] = {}
+    orig = F._save
+
+    def spy(fig, path):
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip() and t.get_visible()]
+        sizes[Path(path).name] = min(t.get_fontsize() for t in texts)
+        return orig(fig, path)
+
+    F._save = spy
+    try:
+        build_report([run_dir], tmp_path / "out")
+    finally:
+        F._save = orig
+    assert len(sizes) >= 5 and min(sizes.values()) >= F.MIN_FONT == 8, sizes

@@ -26,13 +26,17 @@ Choices made here:
   measured range (no extrapolation: blank otherwise).
 - Step time is analysed per task (a step's cost depends on the task's batch and model, not only on D and L):
   entries average the ok ``step_time`` rows (each a cell's median step time) of (task, method, dim, layers)
-  over seeds, including cells that failed later (the steps that ran were timed). An exponent in D is fitted for
+  over seeds, of cells that finished ``ok`` (:func:`comparable`: a failed cell's few timed steps, e.g. a single
+  warm-up step, or a degenerate or capped cell never enters a fit or a speed-up). An exponent in D is fitted for
   each (task, L) with at least two D values, using the methods measured at two or more D; likewise in L. A fit over
   fewer than ``MIN_FIT_POINTS`` = 5 distinct values is not a result: :func:`scaling_fits` returns it marked
   ``insufficient`` with no slope or interval (with 3 points a t-interval on 1 degree of freedom spans
   several units of exponent).
-- Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed or degenerate cell (its
-  single warm-up step, or a diverged model) never enters one.
+- Speed-ups (:func:`speedup_table`) use only cells that finished ``ok``: a failed, degenerate or capped cell
+  (its single warm-up step, or a diverged model) never enters one.
+- Reference rows (:data:`REFERENCE_METHODS`: ``truth``, exact samples of the target, whose metric values are the
+  metrics' noise floor at that sample size; ``gaussian-fit``, a Gaussian fitted to the training data; and any
+  method of family ``reference``) are shown but never ranked, bolded or given a speed-up.
 """
 
 from __future__ import annotations
@@ -64,6 +68,20 @@ METRIC_LABELS = {m.name: f"{m.label} ({m.unit})" for m in _SHOWN}
 BASELINE = "ebflow-ml"
 #: cell statuses that keep a cell out of speed-ups (``degenerate``: finished with a diverged or collapsed model)
 BAD_CELL_STATUSES = ("failed", "degenerate")
+#: rows that are references, not competitors: shown, never ranked (``truth`` gives each metric's noise floor)
+REFERENCE_METHODS = frozenset({"truth", "gaussian-fit"})
+REFERENCE_FAMILY = "reference"
+
+
+def is_reference(method: str, family: str = "") -> bool:
+    """Whether a method is a reference row (:data:`REFERENCE_METHODS` or family ``reference``), never ranked."""
+    return method in REFERENCE_METHODS or family == REFERENCE_FAMILY
+
+
+def reference_methods(df: pd.DataFrame) -> set[str]:
+    """The reference methods of a results table (by name, or family ``reference``)."""
+    fam = df["family"] if "family" in df.columns else pd.Series([""] * len(df), index=df.index)
+    return {m for m, f in zip(df["method"], fam) if is_reference(str(m), str(f))}
 
 
 def fmt(x: float, digits: int = 4) -> str:
@@ -191,6 +209,9 @@ def best_mask(stats: pd.DataFrame) -> pd.Series:
     registered direction: lowest, highest, or (MMD^2, whose unbiased estimate can fall below zero) closest to
     zero."""
     ok = stats["status"].eq("ok") & ~stats["metric"].isin(UNRANKED)
+    ok &= ~stats["method"].isin(REFERENCE_METHODS)  # reference rows (truth: the noise floor) are never ranked
+    if "family" in stats.columns:
+        ok &= stats["family"].ne(REFERENCE_FAMILY)
     for flag in FLAGS:  # capped or degenerate cells are never ranked beside complete ones
         ok &= stats.get(f"n_{flag}", 0) == 0
     score = stats["mean"].where(~stats["metric"].isin(SIGNED_ESTIMATES), stats["mean"].abs())
@@ -264,15 +285,25 @@ def bad_cells(df: pd.DataFrame) -> set[tuple[str, str]]:
     return set(map(tuple, df.loc[bad, ["run_id", "cell_id"]].astype(str).to_numpy()))
 
 
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells that may enter a comparison of costs (speed-ups, exponents): every cell but the failed or
+    degenerate ones (:func:`bad_cells`) and the ``capped`` ones (stopped early)."""
+    bad = bad_cells(df)
+    if bad:
+        ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
+        df = df[[i not in bad for i in ids]]
+    if "cell_status" in df.columns:
+        df = df[~df["cell_status"].eq("capped")]
+    return df
+
+
 def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """Per task, layers value, method and D: mean step time of ``baseline`` / mean step time of the method
     (> 1 means faster than the baseline), over cells that finished ok (failed or degenerate cells,
     :func:`bad_cells`, are left out). Columns: task, layers, method, then one per D ("D=64", ...); NaN where
     either mean is missing. Empty when the baseline has no step time."""
-    bad = bad_cells(df)
-    if bad:
-        ids = list(zip(df["run_id"].astype(str), df["cell_id"].astype(str)))
-        df = df[[i not in bad for i in ids]]
+    df = comparable(df)
+    df = df[~df["method"].isin(reference_methods(df))]
     s = step_times(df)
     if s.empty or baseline not in set(s["method"]):
         return pd.DataFrame(columns=["task", "layers", "method"])
@@ -352,9 +383,10 @@ def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
     """Test NLL at common compute points, per task, D and configuration (module docstring: equal compute).
 
     Long format: task, dim, label, method, config_key, compute_s (the point C), nll (mean over the
-    configuration's ok cells; NaN where C is outside any of their measured ranges), n_cells."""
+    configuration's ok cells; NaN where C is outside any of their measured ranges), nll_std (sample standard
+    deviation over those cells, ddof = 1; NaN with one cell), n_cells."""
     t = nll_at_time(df)
-    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "n_cells"]
+    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "nll_std", "n_cells"]
     out = []
     for (task, dim), g in t.groupby(["task", "dim"], sort=True):
         points = compute_points(g, n_points)
@@ -362,7 +394,9 @@ def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
             cells = [c.sort_values("compute_s") for _, c in h.groupby("cell_id")]
             for p in points:
                 inside = [c for c in cells if c["compute_s"].iloc[0] <= p <= c["compute_s"].iloc[-1]]
-                v = (float(np.mean([np.interp(p, c["compute_s"], c["value"]) for c in cells]))
-                     if len(inside) == len(cells) else np.nan)
-                out.append([task, int(dim), label, method, key, p, v, len(cells)])
+                vals = [np.interp(p, c["compute_s"], c["value"]) for c in cells]
+                full = len(inside) == len(cells)
+                v = float(np.mean(vals)) if full else np.nan
+                sd = float(np.std(vals, ddof=1)) if full and len(vals) > 1 else np.nan
+                out.append([task, int(dim), label, method, key, p, v, sd, len(cells)])
     return pd.DataFrame(out, columns=cols)
