@@ -9,13 +9,14 @@ Every subcommand imports what it needs lazily, so each works as soon as its own 
 
 Exit status (:data:`EXIT_OK` ...; README "Exit codes"):
 
-- 0: done, every cell ``ok`` (time-capped cells are ok: the cap is part of the matrix);
+- 0: done, every cell ``ok``;
 - 1: an error of the environment after the input was accepted (e.g. the disk filled up), one line on stderr;
 - 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an unusable run
   folder (a file, not writable, not empty without ``--resume``, in use by another run), an unreachable
   scheduler, mismatched versions on the cluster; argparse errors too. One ``error: ...`` line, no traceback;
 - 3: the run finished but at least one cell ``failed`` (one line on stderr says how many, even with ``--quiet``);
-- 4: no cell failed but at least one is ``degenerate`` (finished with a result flagged unusable);
+- 4: no cell failed but at least one is ``degenerate`` (finished with a result flagged unusable) or ``capped``
+  (stopped by the safety limit ``time_cap_s`` before its step budget);
 - 130: interrupted (Ctrl-C); finished cells are kept, ``--resume`` continues.
 """
 
@@ -41,7 +42,7 @@ def run_exit_code(cell_status: Sequence[str]) -> int:
     statuses = set(cell_status)
     if "failed" in statuses:
         return EXIT_CELLS_FAILED
-    if "degenerate" in statuses:
+    if statuses & {"degenerate", "capped"}:
         return EXIT_DEGENERATE
     return EXIT_OK
 

@@ -135,6 +135,7 @@ def test_exit_code_3_when_cells_failed_even_quiet(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == EXIT_CELLS_FAILED == 3 and out == "" and "2 cells (2 failed)" in err
     assert run_exit_code(["ok", "ok"]) == 0 and run_exit_code(["ok", "degenerate"]) == 4
+    assert run_exit_code(["capped", "ok"]) == 4
     assert run_exit_code(["degenerate", "failed"]) == 3
 
 
