@@ -39,6 +39,9 @@ _COMMON: dict[str, HParam] = {
 
 class _TiltedEBMAdapter(Adapter):
     family = "flowmc-ebm"
+    #: ``ebflow-bench tune`` search space (6 points, docs/TUNING.md): EBM learning rate x Langevin step size (the
+    #: MCMC knob that costs nothing per step, so every candidate spends the same compute)
+    tune_grid = {"lr": (1e-3, 1e-2), "step": (0.003, 0.01, 0.03)}
     trainer: FlowMCEBM | ULAEBM
 
     def _build_ebm(self) -> TiltedEBM:
