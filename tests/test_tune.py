@@ -8,7 +8,7 @@ import tomllib
 import pytest
 import torch
 
-from ebflow_bench.adapters.base import Adapter, HParam, positive, register, tune_grid_problems
+from ebflow_bench.adapters.base import _REGISTRY, Adapter, HParam, positive, register, tune_grid_problems
 from ebflow_bench.cli import main
 from ebflow_bench.matrix import adapter_registry, matrix_from_dict, validate
 from ebflow_bench.tasks import get_task
@@ -20,7 +20,6 @@ TASK_OPTIONS = {TASK: {"n_train": 2000, "n_test": 100}}
 STEPS = 10
 
 
-@register
 class _LrGauss(Adapter):
     """N(mu, I) with mu trained by plain SGD on the mean NLL from mu0 = (1, 1): the error of mu shrinks by
     |1 - lr| per step, so in 10 steps lr = 1 reaches the data mean (the best NLL), lr = 0.1 is 0.35 away, lr = 0.01
@@ -51,6 +50,16 @@ class _LrGauss(Adapter):
 
     def num_params(self) -> int:
         return self.dim
+
+
+@pytest.fixture(autouse=True)
+def _toy_adapter():
+    """The toy adapter is registered only while this module's tests run (other modules' tests iterate over the
+    registry)."""
+    adapter_registry()  # the suite's adapters first
+    register(_LrGauss)
+    yield
+    _REGISTRY.pop(_LrGauss.name, None)
 
 
 def test_every_adapter_declares_a_legal_grid_of_equal_size():
