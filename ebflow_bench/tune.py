@@ -315,7 +315,7 @@ def _markdown(result: TuneResult, chosen: dict, methods: list[str], tasks: list[
              f"points; lower is better. `failed`/`degenerate` candidates are never chosen. Ties within "
              f"{100 * TIE_TOLERANCE:g}% go to the candidate nearest the current default.", ""]
     if s["task_options"]:
-        lines += [f"Task options: `{json.dumps(s['task_options'])}`. "]
+        lines += [f"Task options: `{json.dumps(s['task_options'])}`.", ""]
     if s["hparams"]:
         lines += [f"Fixed hyperparameters under the grid: `{json.dumps(s['hparams'])}`.", ""]
     lines += ["| method | search space | budget (candidates x steps x seeds) | task | chosen | current default "
