@@ -1,4 +1,4 @@
-"""The ``ebflow-bench`` command line: ``list | run | report | reference | track | steptime``.
+"""The ``ebflow-bench`` command line: ``list | run | tune | report | reference | track | steptime``.
 
 ``report RUN_DIR ...`` writes to ``--out`` or, by default, to ``<first run dir>/report/`` (inside the run
 folder, never over the committed reference results in ``results/``). ``reference`` is the maintainer command
@@ -278,6 +278,53 @@ def _steptime_floor(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
+def _assignments(items: list[str], flag: str) -> dict[str, dict]:
+    """``["NAME.KEY=VALUE", ...]`` -> ``{NAME: {KEY: VALUE}}``; VALUE parsed as JSON (``0.375``, ``true``,
+    ``null``), else kept as a string. NAME may contain dots only before the last one (``KEY`` has none)."""
+    import json
+
+    out: dict[str, dict] = {}
+    for item in items or []:
+        left, eq, value = item.partition("=")
+        name, dot, key = left.rpartition(".")
+        if not eq or not dot or not name or not key:
+            raise _BadInput(f"{flag} {item!r}: expected NAME.KEY=VALUE")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(name, {})[key] = parsed
+    return out
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    if args.workers < 1:
+        raise _BadInput(f"--workers must be >= 1, got {args.workers}")
+    if args.steps < 1 or args.layers < 1:
+        raise _BadInput(f"--steps and --layers must be >= 1 (got {args.steps}, {args.layers})")
+    if not args.seeds or any(s < 0 for s in args.seeds):
+        raise _BadInput(f"--seeds must be integers >= 0, got {args.seeds}")
+    if not args.methods or not args.tasks:
+        raise _BadInput("give --methods and --tasks (comma-separated)")
+    device = args.device or "cpu"
+    _check_device(device)
+    out = Path(args.out)
+    args.out_resolved = out / "runs"
+    result = tune(args.methods, args.tasks, out, steps=args.steps, seeds=args.seeds, layers=args.layers,
+                  validation=args.validation, workers=args.workers, device=device,
+                  task_options=_assignments(args.task_option, "--task-option"),
+                  hparams=_assignments(args.hparam, "--hparam"), resume=args.resume, progress=not args.quiet,
+                  command=" ".join(["ebflow-bench", *sys.argv[1:]]))
+    if not args.quiet:
+        for (m, t), c in result.chosen().items():
+            print(f"{m:<20} {t:<16} {', '.join(f'{k}={v}' for k, v in c.values.items())}"
+                  f"{'  (default)' if c.is_default else ''}")
+        print(f"-> {out / 'tuning.md'}, {out / 'tuned.toml'}, {out / 'tuning.csv'}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -299,6 +346,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides the matrix's eval.device)")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser(
+        "tune", help="choose hyperparameters on a validation split with an equal grid budget per method",
+        description="Run every point of each method's tune_grid (declared on its adapter) for --steps steps on "
+                    "each task's training set minus a validation split, score on the validation split (NLL, else "
+                    "sliced W2), never choose a failed or degenerate candidate, and write tuning.csv, tuned.toml "
+                    "and tuning.md into --out (the candidate cells in --out/runs).")
+    s.add_argument("--methods", type=_csv, required=True, help="comma-separated method names")
+    s.add_argument("--tasks", type=_csv, required=True, help="comma-separated task names (fixed-D tasks)")
+    s.add_argument("--steps", type=int, default=500, help="training steps of every candidate (default 500)")
+    s.add_argument("--seeds", type=_ints, default=[0], help="seeds (data and training), scores averaged (default 0)")
+    s.add_argument("--layers", type=int, default=2, help="model depth of every candidate (default 2)")
+    s.add_argument("--validation", type=float, default=0.1,
+                   help="held-out fraction of the training set used for selection (default 0.1)")
+    s.add_argument("--task-option", action="append", metavar="TASK.KEY=VALUE",
+                   help="task option, e.g. checkerboard.smooth=0.375 (repeatable)")
+    s.add_argument("--hparam", action="append", metavar="METHOD.KEY=VALUE",
+                   help="fixed hyperparameter under the grid, e.g. ebflow-ml.arch=toy2d (repeatable)")
+    s.add_argument("--out", default="results/tuning", help="output folder (default results/tuning)")
+    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: serial)")
+    s.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    s.add_argument("--resume", action="store_true", help="continue: skip candidate cells already recorded")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    s.set_defaults(fn=cmd_tune)
 
     s = sub.add_parser("report", help="build report.md/.html and figures from run directories")
     s.add_argument("run_dirs", nargs="+")

@@ -11,7 +11,9 @@ bits/dim is (nll + D log s) / (D log 2).
 The option ``smooth=s`` (2-D toys and Gaussian mixtures, ``SMOOTHABLE``) turns a task into its data convolved
 with N(0, s^2 I), as EBFlow's toy protocol (s = 0.375): exact smoothed densities (closed forms for the
 checkerboard and the mixtures, quadrature for sine, swirl and rings), a smoothed test set, and fresh training
-noise per batch through :meth:`Task.augment`. scikit-learn's bundled tables ``iris``, ``wine``,
+noise per batch through :meth:`Task.augment`. The option ``validation=f`` (any task) holds out the last
+fraction ``f`` of a seeded permutation of the training set as the test set (:func:`validation_split`;
+``ebflow-bench tune`` selects hyperparameters on it). scikit-learn's bundled tables ``iris``, ``wine``,
 ``breast_cancer`` are registered standardised (training mean and sd), split by the seed.
 """
 
@@ -131,6 +133,7 @@ def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> 
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(available_tasks())}")
     smooth = options.pop("smooth", 0.0)
+    validation = options.pop("validation", 0.0)
     fixed = _FIXED_DIM[name]
     if fixed is not None:
         if dim is not None and int(dim) != fixed:
@@ -140,7 +143,33 @@ def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> 
         if dim is None and name not in _DIM_OF:
             raise ValueError(f"task {name!r} needs a dimension (dim=...)")
         task = _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
+    if validation:
+        task = validation_split(task, validation, seed)
     return smooth_task(task, smooth, seed) if smooth else task
+
+
+def validation_split(task: Task, fraction: float, seed: int = 0) -> Task:
+    """``task`` with its test set replaced by a validation split of its training set (option ``validation``).
+
+    The training set is permuted with a generator seeded by ``seed`` (apart from the data's own streams); the
+    last ``fraction`` of the permutation (at least one point) becomes ``test``, the rest ``train``. The original
+    test set is dropped, so tuning on this task never sees it. Ground truth (``log_prob``, ``sampler``, modes)
+    is kept: the validation points are draws of the same distribution. Applied before ``smooth``, so a smoothed
+    task's validation points get the smoothing noise like its test points.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"task {task.name!r}: validation must be a fraction in (0, 1), got {fraction!r}")
+    n = task.train.shape[0]
+    n_val = max(1, int(round(fraction * n)))
+    if n - n_val < 2:
+        raise ValueError(f"task {task.name!r}: {n} training points are too few to hold out {fraction:g} for "
+                         "validation")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))
+    train, val = task.train[perm[:n - n_val]], task.train[perm[n - n_val:]]
+    return dataclasses.replace(
+        task, train=train, test=val, options={**task.options, "validation": float(fraction)},
+        description=f"{task.description}; validation split: test = the last {fraction:g} of a seeded permutation "
+                    "of the training set (the test set is not used)")
 
 
 #: tasks that accept the option ``smooth``

@@ -18,6 +18,11 @@ per-task defaults (``None`` with ``per_task=True``) into values, raising one :cl
 every problem. ``defaults`` is derived (``{name: spec.default}``); an adapter that only sets a ``defaults`` dict
 (older plugins) gets an inferred spec (type of each default, no range).
 
+``tune_grid`` (name -> tuple of values) is the adapter's search space for ``ebflow-bench tune``
+(:mod:`ebflow_bench.tune`), declared next to ``hparam_spec``: every key a declared hyperparameter, every value
+legal for it (checked by :func:`register` through :func:`tune_grid_problems`). The suite gives every method
+family a grid of the same size (6 points); reference adapters declare none (``{}``: nothing to tune).
+
 Adapters are registered by name with :func:`register`; the harness looks them up with :func:`get`.
 """
 
@@ -149,6 +154,8 @@ class Adapter(abc.ABC):
     hparam_spec: ClassVar[dict[str, HParam]] = {}
     #: ``{name: spec.default}``, derived from ``hparam_spec`` (set by ``__init_subclass__``)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: the ``ebflow-bench tune`` search space: hyperparameter name -> candidate values (their product is searched)
+    tune_grid: ClassVar[dict[str, tuple]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -256,10 +263,39 @@ class Adapter(abc.ABC):
 _REGISTRY: dict[str, type[Adapter]] = {}
 
 
+def tune_grid_problems(cls: type[Adapter]) -> list[str]:
+    """What is wrong with ``cls.tune_grid`` (empty list: nothing): keys must be declared hyperparameters, each
+    with a non-empty tuple of distinct values that the declaration accepts (type, range, choices)."""
+    problems = []
+    grid = cls.tune_grid
+    if not isinstance(grid, dict):
+        return [f"{cls.name}: tune_grid must be a dict of name -> tuple of values, got {type(grid).__name__}"]
+    for key, values in grid.items():
+        if key not in cls.hparam_spec:
+            problems.append(f"{cls.name}: tune_grid key {key!r} is not a declared hyperparameter "
+                            f"(known: {sorted(cls.hparam_spec)})")
+            continue
+        if not isinstance(values, tuple) or not values:
+            problems.append(f"{cls.name}: tune_grid[{key!r}] must be a non-empty tuple, got {values!r}")
+            continue
+        coerced = []
+        for v in values:
+            value, problem = cls.hparam_spec[key].coerce(key, v)
+            if problem:
+                problems.append(f"{cls.name}: tune_grid: {problem}")
+            coerced.append(value)
+        if len(set(map(repr, coerced))) != len(coerced):
+            problems.append(f"{cls.name}: tune_grid[{key!r}] repeats a value: {values!r}")
+    return problems
+
+
 def register(cls: type[Adapter]) -> type[Adapter]:
-    """Class decorator: add an adapter to the registry under ``cls.name``."""
+    """Class decorator: add an adapter to the registry under ``cls.name`` (its ``tune_grid`` checked first)."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name")
+    problems = tune_grid_problems(cls)
+    if problems:
+        raise ValueError("; ".join(problems))
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"adapter {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls

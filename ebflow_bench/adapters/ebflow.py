@@ -213,11 +213,21 @@ class EBFlowAdapter(Adapter):
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
+#: ``ebflow-bench tune`` search spaces, 6 points each (docs/TUNING.md): the learning rate and the objective's own knob
+_GRID_ML = {"lr": (3e-4, 1e-3, 3e-3), "batch_size": (128, 256)}
+_GRIDS: dict[str, dict[str, tuple]] = {
+    "ml": _GRID_ML, "sml": _GRID_ML,
+    "ssm": {"lr": (1e-3, 3e-4, 1e-4), "clip_per_dim": (None, 1.0)},
+    "dsm": {"lr": (1e-3, 3e-4), "std": (0.1, 0.3, 0.5)},
+    "fdssm": {"lr": (1e-3, 3e-4), "eps": (0.1, 0.5, 1.0)},
+}
+
+
 def _define(name: str, objective: str, objective_hparams: tuple[str, ...] = (), *,
             family: str = "ebflow", archs: tuple[str, ...] = ("fc", "toy2d", "cnn"),
             arch: str = "fc", **defaults: Any) -> type[EBFlowAdapter]:
     """Create and register the adapter class ``name`` for ``objective`` (``defaults`` override the declared
-    defaults of ``_COMMON``, e.g. ``lr=3e-4``)."""
+    defaults of ``_COMMON``, e.g. ``lr=3e-4``); its ``tune_grid`` is the objective's entry of ``_GRIDS``."""
     spec = {**_COMMON, "arch": HParam(arch, str, choices=archs, doc="model architecture"),
             **{key: _OBJECTIVE_HPARAMS[key][0] for key in objective_hparams}}
     for key, value in defaults.items():
@@ -225,6 +235,7 @@ def _define(name: str, objective: str, objective_hparams: tuple[str, ...] = (), 
     cls = type(f"EBFlow_{name.replace('-', '_')}", (EBFlowAdapter,), {
         "name": name, "family": family, "objective": objective, "archs": archs,
         "objective_hparams": objective_hparams, "hparam_spec": spec, "__module__": __name__,
+        "tune_grid": dict(_GRIDS[objective]),
         "__doc__": f"``{name}``: {EBFlowAdapter.__doc__.splitlines()[0]} (objective ``{objective}``).",
     })
     return register(cls)

@@ -45,6 +45,8 @@ class _EnergyScoreAdapter(Adapter):
 
     family = "energy-flow"
     objective = "energy-score"
+    #: ``ebflow-bench tune`` search space (6 points, docs/TUNING.md)
+    tune_grid = {"lr": (1e-4, 1e-3), "beta": (0.5, 1.0, 1.5)}
     model: nn.Module
 
     def _setup_training(self) -> None:

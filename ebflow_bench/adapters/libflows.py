@@ -35,6 +35,8 @@ class LibFlowAdapter(Adapter):
     hparam_spec: ClassVar[dict[str, HParam]] = {
         "lr": positive(1e-3, "learning rate"), "batch_size": count(256), "hidden": count(64),
         "clip": positive(None, "gradient-norm clipping; None = off", optional=True)}
+    #: ``ebflow-bench tune`` search space (6 points, docs/TUNING.md)
+    tune_grid: ClassVar[dict[str, tuple]] = {"lr": (3e-4, 1e-3, 3e-3), "hidden": (32, 64)}
 
     @classmethod
     def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
