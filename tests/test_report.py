@@ -628,3 +628,15 @@ def test_every_figure_text_is_at_least_8_pt(run_dir, tmp_path):
     finally:
         F._save = orig
     assert len(sizes) >= 5 and min(sizes.values()) >= F.MIN_FONT == 8, sizes
+
+
+def test_report_states_the_equal_tuning_budget_of_every_method(report):
+    md = report.read_text()
+    assert "## Tuning budget" in md
+    section = md.split("## Tuning budget", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows
+    for line in rows:
+        method, family, space, points = [c.strip() for c in line.strip("|").split("|")]
+        assert points == ("0" if family == "reference" else "6"), line
+        assert family == "reference" or " x " in space

@@ -109,6 +109,7 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
     blocks += _summary(df, claims, _reproduce_commands(run_dirs, command))
     blocks += _claims(claims)
     blocks += _header(run_dirs, df)
+    blocks += _tuning(df)
     if dup_notes:
         blocks.append(Para("Duplicate cells: " + " ".join(dup_notes) + "."))
     blocks += _quality(df)
@@ -345,6 +346,33 @@ def _header(run_dirs: list[Path], df: pd.DataFrame) -> list[Block]:
                        f"{', '.join(commits) or 'unknown'}. The commands that reproduce this report are at the "
                        "end of the Summary."))
     return blocks
+
+
+def _tuning(df: pd.DataFrame) -> list[Block]:
+    """The tuning budget behind each method's defaults: its declared ``tune_grid`` (the search space of
+    ``ebflow-bench tune``), the same number of candidates for every family, and the resolved settings that ran."""
+    from ..matrix import adapter_registry
+
+    reg = adapter_registry()
+    rows = []
+    for method in sorted(set(df["method"])):
+        cls = reg.get(method)
+        if cls is None:
+            continue
+        grid = getattr(cls, "tune_grid", {}) or {}
+        points = int(np.prod([len(v) for v in grid.values()])) if grid else 0
+        space = " x ".join(f"{k} {{{', '.join('none' if x is None else f'{x:g}' if isinstance(x, float) else str(x) for x in v)}}}"
+                           for k, v in grid.items()) or "none (a reference row: nothing is trained)"
+        rows.append([f"`{method}`", cls.family, space, str(points)])
+    if not rows:
+        return []
+    return [Heading("Tuning budget"), Para(
+        "Every method family gets the same tuning budget: a 6-point grid declared on its adapter (`tune_grid`), "
+        "searched by `ebflow-bench tune` with the same steps and seeds for every candidate on a validation split "
+        "of the training data (the test set is never used); failed or degenerate candidates are never chosen. "
+        "The suite's defaults were chosen this way (committed runs, commands and choices: `results/tuning/`, "
+        "`docs/TUNING.md`); the hyperparameters each cell actually ran with are in the results table's `hparams` "
+        "column."), Table(["method", "family", "search space", "candidates"], rows, name="tuning")]
 
 
 # ----------------------------------------------------------------------------------------------- scaling
