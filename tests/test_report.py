@@ -640,3 +640,29 @@ def test_report_states_the_equal_tuning_budget_of_every_method(report):
         method, family, space, points = [c.strip() for c in line.strip("|").split("|")]
         assert points == ("0" if family == "reference" else "6"), line
         assert family == "reference" or " x " in space
+
+
+def test_score_matching_against_ml_is_diagnosed_from_the_tables_evidence():
+    from ebflow_bench.report.tables import sm_vs_ml
+
+    rows = _Rows()
+    q = lambda nll, mw, sw: [("test_nll", nll, "nats", "ok"), ("mode_weight_error", mw, "MSE", "ok"),  # noqa: E731
+                             ("sliced_wasserstein", sw, "data units", "ok")]
+    rows.cell("ebflow-ml", "eight_gaussians", 2, 4, 0, q(1.40, 1e-4, 0.10))
+    rows.cell("ebflow-sml", "eight_gaussians", 2, 4, 0, q(1.45, 1e-4, 0.10))              # within 10%
+    rows.cell("ebflow-ssm", "eight_gaussians", 2, 4, 0, q(1.90, 5e-3, 0.12))              # mode weights
+    rows.cell("ebflow-dsm", "eight_gaussians", 2, 4, 0, q(1.80, 2e-4, 0.30))              # samples off
+    rows.cell("ebflow-fdssm", "eight_gaussians", 2, 4, 0, q(1.80, 2e-4, 0.11))            # neither
+    rows.cell("ebflow-ml", "wine", 13, 2, 0, [("test_nll", 15.0, "nats", "ok")])
+    rows.cell("ebflow-ssm", "wine", 13, 2, 0, [("test_nll", 15.5, "nats", "ok")], status="degenerate")
+    rows.rows[-1]["cell_reason"] = "mass escapes: 40% of samples lie beyond 10x the data radius"
+    t = sm_vs_ml(pd.DataFrame(rows.rows, columns=COLUMNS)).set_index(["task", "method"])
+    assert bool(t.loc[("eight_gaussians", "ebflow-sml"), "within"]) and t.loc[("eight_gaussians", "ebflow-sml"),
+                                                                              "diagnosis"] == ""
+    assert t.loc[("eight_gaussians", "ebflow-ssm"), "diagnosis"].startswith("misplaced mode weights")
+    assert t.loc[("eight_gaussians", "ebflow-dsm"), "diagnosis"].startswith("samples further from the data")
+    assert t.loc[("eight_gaussians", "ebflow-fdssm"), "diagnosis"].startswith("an NLL gap without")
+    assert t.loc[("eight_gaussians", "ebflow-ssm"), "gap"] == pytest.approx(0.5 / 1.4)
+    wine = t.loc[("wine", "ebflow-ssm")]  # within 10% in NLL, but degenerate: never "within"
+    assert not bool(wine["within"]) and wine["diagnosis"] == "degenerate: mass escapes: 40% of samples lie beyond " \
+                                                             "10x the data radius"
