@@ -318,8 +318,10 @@ def speedup_table(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
 
 
 def nll_at_time(df: pd.DataFrame) -> pd.DataFrame:
-    """Ok ``nll_at_time`` rows with finite value and compute time, from ``ok`` cells, with ``label``."""
-    t = _keyed(df[df["metric"].eq("nll_at_time")])
+    """Ok ``nll_at_time`` rows with finite value and compute time, from ``ok`` cells, with ``label``; reference
+    rows (``truth``, ``gaussian-fit``: nothing is trained, no compute to compare) are left out."""
+    t = df[df["metric"].eq("nll_at_time")]
+    t = _keyed(t[~t["method"].isin(reference_methods(t))])
     t = t[t["cell_status"].eq("ok") & t["status"].eq("ok") & t["value"].notna() & t["compute_s"].notna()]
     t = t.assign(value=t["value"].astype(float), compute_s=t["compute_s"].astype(float))
     return t[np.isfinite(t["value"]) & np.isfinite(t["compute_s"])]
