@@ -208,3 +208,16 @@ def test_reproduce_preset_validates_covers_every_claim_and_its_smallest_cells_ru
         assert record["status"] in ("ok", "degenerate"), record["reason"]
         assert record["steps_done"] == c.budget == 12
         assert any(r["metric"] == "step_time" and r["value"] > 0 for r in record["rows"])
+
+
+def test_cells_too_short_to_decide_a_claim_leave_it_not_run():
+    def rows(steps):
+        out = [dict(r, steps_done=steps) for r in (
+            _row("flowmc-ebm", "mixture-4modes", "mode_weight_error", 4e-4),
+            _row("ula-ebm", "mixture-4modes", "mode_weight_error", 1.3e-3))]
+        return out
+
+    short = _verdict("flowmc-mode-weights", rows(220))
+    assert short.verdict == "not run" and "ran only 220 steps" in short.note and ">= 2000" in short.note
+    long = _verdict("flowmc-mode-weights", rows(3000))
+    assert long.verdict == "reproduced" and "Decided only by cells of >= 2000 steps" in long.note

@@ -324,7 +324,7 @@ def _reproduce_commands(run_dirs: list[Path], command: str | None) -> list[str]:
             cmds.append(_command_text(meta["command"]))
     if command:
         cmds.append(command)
-    return cmds
+    return list(dict.fromkeys(cmds))  # a resumed run's repeated command once, in first-use order
 
 
 def _header(run_dirs: list[Path], df: pd.DataFrame) -> list[Block]:
