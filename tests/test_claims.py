@@ -212,12 +212,15 @@ def test_reproduce_preset_validates_covers_every_claim_and_its_smallest_cells_ru
 
 def test_cells_too_short_to_decide_a_claim_leave_it_not_run():
     def rows(steps):
-        out = [dict(r, steps_done=steps) for r in (
+        out = [dict(r, budget=steps, steps_done=steps) for r in (
             _row("flowmc-ebm", "mixture-4modes", "mode_weight_error", 4e-4),
             _row("ula-ebm", "mixture-4modes", "mode_weight_error", 1.3e-3))]
         return out
 
     short = _verdict("flowmc-mode-weights", rows(220))
-    assert short.verdict == "not run" and "ran only 220 steps" in short.note and ">= 2000" in short.note
+    assert short.verdict == "not run" and "budget of only 220 steps" in short.note and ">= 2000" in short.note
+    failed_early = [dict(r, steps_done=7, cell_status="failed", reason="diverged at step 7") for r in rows(3000)]
+    broken = _verdict("flowmc-mode-weights", failed_early)  # a long budget that failed early is evidence
+    assert broken.verdict == "not reproduced" and "diverged at step 7" in broken.note
     long = _verdict("flowmc-mode-weights", rows(3000))
     assert long.verdict == "reproduced" and "Decided only by cells of >= 2000 steps" in long.note
