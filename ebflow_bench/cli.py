@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("run", help="run a benchmark matrix into a run directory")
-    s.add_argument("--preset", help="named matrix: smoke, default, scaling, paper")
+    s.add_argument("--preset", help="named matrix: smoke, default, scaling, paper, reproduce")
     s.add_argument("--matrix", help="matrix file (.toml, .yaml)")
     s.add_argument("--out", help="run directory (default runs/<preset or matrix name>)")
     s.add_argument("--resume", action="store_true", help="continue a run: skip cells already recorded")
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="default", help="preset to run (default: default; also reproduce)")
     s.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     s.add_argument("--out", help="report directory (default results/<preset>)")
-    s.add_argument("--asv", action="store_true", help="record the current commit with asv first (~9 min)")
+    s.add_argument("--asv", action="store_true", help="record the current commit with asv first (~10 min)")
     s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_reference)
