@@ -290,7 +290,10 @@ def _rule_time_to_quality(df: pd.DataFrame) -> Verdict:
 
 def _rule_map(df: pd.DataFrame) -> Verdict:
     with_map = mean_se(select(df, "ebflow-ssm", "mnist5k", "test_bpd", where=lambda h: h.get("map", True) is not False))
-    without = mean_se(select(df, "ebflow-ssm", "mnist5k", "test_bpd", where=lambda h: h.get("map") is False))
+    try:
+        without = mean_se(select(df, "ebflow-ssm", "mnist5k", "test_bpd", where=lambda h: h.get("map") is False))
+    except NotRun as e:
+        raise NotRun(f"without MaP (hparam map=false): {e}") from None
     ratio = without[0] / with_map[0]
     return Verdict("reproduced" if ratio >= 1.5 else "not reproduced",
                    f"SSM bits/dim without MaP {without[0]:.3f}, with MaP {with_map[0]:.3f}: ratio {ratio:.2f}",
