@@ -42,6 +42,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Any, device: torch.device) -> float:
+    """Wall seconds of one call of ``fn``, the device synchronised before each clock read."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 @dataclass
 class StepBench:
     """A built adapter and a fixed batch on its device; ``step()`` runs one training step."""
@@ -66,11 +75,7 @@ class StepBench:
 
     def timed_step(self) -> float:
         """Seconds of one step (device synchronised before each clock read)."""
-        _sync(self.device)
-        t0 = time.perf_counter()
-        self.step()
-        _sync(self.device)
-        return time.perf_counter() - t0
+        return _timed(self.step, self.device)
 
 
 def build_step(method: str, dim: int, layers: int, *, batch_size: int = BATCH_SIZE,
@@ -156,11 +161,7 @@ class _Timer:
         self.fn, self.device = fn, device
 
     def timed_step(self) -> float:
-        _sync(self.device)
-        t0 = time.perf_counter()
-        self.fn()
-        _sync(self.device)
-        return time.perf_counter() - t0
+        return _timed(self.fn, self.device)
 
 
 def plain_step(dim: int, layers: int, *, batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",

@@ -442,7 +442,7 @@ def sm_vs_ml(df: pd.DataFrame, gap: float = SM_GAP) -> pd.DataFrame:
     status = cells.groupby(["task", "dim", "layers", "method"])["cell_status"].agg(lambda s: sorted(set(s)))
     reason = cells[cells["cell_status"].eq("degenerate")].groupby(["task", "dim", "layers", "method"])[
         "cell_reason"].first()
-    steps = cells.groupby(["task", "dim", "layers", "method"])["steps_done"].agg(lambda s: steps_text(s))
+    steps = cells.groupby(["task", "dim", "layers", "method"])["steps_done"].agg(steps_text)
     out = []
     for (task, dim, layers, method), st in status.items():
         if method == "ebflow-ml":
