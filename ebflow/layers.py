@@ -15,8 +15,10 @@ directional derivative of the energy with ordinary differentiable ops instead of
 
 - linear layers implement ``linear_map(x) = A x`` (no bias), ``add_bias(y)`` and ``transpose_map(g) = A^T g``;
 - element-wise layers (:class:`Elementwise`: ``y_i = g(x_i)``, ``log|det| = sum_i l(x_i)`` with
-  ``l = log|g'|``) implement ``derivatives(x, order)``: ``g, l`` and, by order, ``g', l'`` and ``g'', l''``
-  in closed form.
+  ``l = log|g'|``) implement ``derivatives(x, order)``: ``g, l`` and, by order, ``g', l'``, ``g'', l''`` and
+  ``g'''`` and ``l'''`` in closed form (the third order is what the fused score-matching sweep of dense models,
+  :mod:`ebflow.sweep`, needs for the parameter gradient of the second directional derivative); ``max_order``
+  says how far a layer goes.
 Layers with neither (couplings) make the model fall back to autograd.
 """
 
@@ -240,9 +242,13 @@ class Elementwise(Layer):
     """
 
     linear = False
+    #: highest order :meth:`derivatives` implements (2 suffices for :meth:`ebflow.EBFlow.energy_score`'s
+    #: explicit sweep; 3 lets dense models use the fused sweep of :mod:`ebflow.sweep`)
+    max_order: ClassVar[int] = 2
 
     def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:  # pragma: no cover - abstract
-        """Element-wise ``(g, l)`` (order 0), ``+ (g', l')`` (order 1), ``+ (g'', l'')`` (order 2)."""
+        """Element-wise ``(g, l)`` (order 0), ``+ (g', l')`` (order 1), ``+ (g'', l'')`` (order 2), ``+ (g3, l3)``
+        (third derivatives, order 3, where :attr:`max_order` >= 3)."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -256,9 +262,12 @@ class SmoothLeakyReLU(Elementwise):
     The slope lies in ``(alpha, 1)``, so the map is a bijection of R. The inverse has no closed form: it runs
     Newton's method inside a bracket that provably contains the root (``|x - y| <= |y - g(y)| / alpha``) and
     falls back to bisection whenever a Newton step leaves the bracket, until ``|g(x) - y|`` reaches the dtype's
-    tolerance. Derivatives share one sigmoid ``sig``: ``g'' = (1 - alpha) sig (1 - sig)``,
-    ``l' = g'' / g'``, ``l'' = g'' (1 - 2 sig) / g' - l'^2``.
+    tolerance. Derivatives share one sigmoid ``sig``: ``g'' = (1 - alpha) sig (1 - sig)``, third
+    ``g3 = g'' (1 - 2 sig)``, fourth ``g4 = g'' (1 - 6 sig + 6 sig^2)``; ``l' = g'' / g'``,
+    ``l'' = g3 / g' - l'^2``, ``l3 = g4 / g' - l' g3 / g' - 2 l' l''``.
     """
+
+    max_order = 3
 
     def __init__(self, alpha: float = 0.3, *, max_iter: int = 100) -> None:
         super().__init__()
@@ -282,7 +291,13 @@ class SmoothLeakyReLU(Elementwise):
             l1 = g2 / g1
             out += (g1, l1)
             if order >= 2:
-                out += (g2, g2 * (1.0 - 2.0 * sig) / g1 - l1 * l1)
+                t = 1.0 - 2.0 * sig
+                g3_g1 = g2 * t / g1  # g3 / g'
+                l2 = g3_g1 - l1 * l1
+                out += (g2, l2)
+                if order >= 3:
+                    g4_g1 = g2 * (t * t - 2.0 * (sig - sig * sig)) / g1
+                    out += (g3_g1 * g1, g4_g1 - l1 * g3_g1 - 2.0 * l1 * l2)
         return out
 
     def inverse(self, y: Tensor) -> Tensor:
@@ -309,8 +324,11 @@ class Logit(Elementwise):
 
     ``log|dy/dx| = log(1 - 2 lam) - log(p) - log(1 - p)`` with ``p = lam + (1 - 2 lam) x``, summed per sample;
     with ``c = 1 - 2 lam`` and ``q = p (1 - p)``: ``g' = c / q``, ``l' = c (2p - 1) / q``,
-    ``g'' = c^2 (2p - 1) / q^2``, ``l'' = c^2 (1 / p^2 + 1 / (1 - p)^2)``.
+    ``g'' = c^2 (2p - 1) / q^2``, ``l'' = c^2 (1 / p^2 + 1 / (1 - p)^2)``; third derivatives
+    ``g3 = 2 c^3 (1 / p^3 + 1 / (1 - p)^3)``, ``l3 = 2 c^3 (1 / (1 - p)^3 - 1 / p^3)``.
     """
+
+    max_order = 3
 
     def __init__(self, lam: float = 1e-6) -> None:
         super().__init__()
@@ -329,6 +347,9 @@ class Logit(Elementwise):
             out += (g1, c * (inv_q - inv_p))
             if order >= 2:
                 out += (g1 * (c * (inv_q - inv_p)), c * c * (inv_p * inv_p + inv_q * inv_q))
+                if order >= 3:
+                    p3, q3 = inv_p * inv_p * inv_p, inv_q * inv_q * inv_q
+                    out += (2.0 * c ** 3 * (p3 + q3), 2.0 * c ** 3 * (q3 - p3))
         return out
 
     def inverse(self, y: Tensor) -> Tensor:

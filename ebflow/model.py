@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import sweep as _sweep
 from .layers import Elementwise, Layer
 from .layers import _sum_per_sample as _per_sample
 
@@ -130,7 +131,8 @@ class EBFlow(nn.Module):
         return all(hasattr(layer, "transpose_map") if layer.linear else isinstance(layer, Elementwise)
                    for layer in self.layers)
 
-    def energy_score(self, u: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def energy_score(self, u: Tensor, v: Tensor | None = None, *,
+                     fused: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(E(u) [B], grad_u E [B, D], v^T (grad_u^2 E) v [B] or None)``, differentiable in the parameters
         (and in ``u`` when it requires grad).
 
@@ -141,12 +143,20 @@ class EBFlow(nn.Module):
         derivatives that nested ``torch.autograd.grad`` calls would give, but without building a graph of
         the backward pass nor requiring grad on ``u`` (whose gradient the training step never needs). Else the
         same quantities come from autograd (``create_graph=True``).
+
+        Dense models (only :class:`~ebflow.layers.Dense` and element-wise layers with third derivatives) take,
+        with ``fused`` (default), the same sweeps with a hand-written backward (:mod:`ebflow.sweep`): one
+        weight-gradient product per dense matrix for both of its uses (the training step's case: ``u`` and ``v``
+        without grad). It is once-differentiable in the parameters; with ``u`` requiring grad (derivatives in
+        the data, of any order) or ``fused=False`` the sweeps stay in the autograd graph.
         """
         self._check(u)
         if v is not None and v.shape != u.shape:
             raise ValueError(f"energy_score: direction v has shape {tuple(v.shape)}, expected {tuple(u.shape)}")
         if not self.explicit_derivatives:
             return self._energy_score_autograd(u, v)
+        if fused and not u.requires_grad and (v is None or not v.requires_grad) and _sweep.supports(self.layers):
+            return _sweep.energy_score(list(self.layers), u, v)
         b = u.shape[0]
         shape = (b, *self.event_shape)
         hs = [u.reshape(shape)] if v is None else [u.reshape(shape), v.reshape(shape)]

@@ -129,29 +129,32 @@ FLOOR_OBJECTIVES = ("plain", "dsm", "ssm", "fdssm")
 def product_counts(objective: str, layers: int, batch_size: int = BATCH_SIZE) -> dict[tuple[str, int], int]:
     """Matrix products of one step of ``objective`` on the dense model (``L`` layers of ``D x D``), as
     ``{(kind, rows): count}``: kind ``"act"`` is ``[rows, D] x [D, D]`` (a forward product or an input
-    gradient), ``"wgrad"`` is ``[D, rows] x [rows, D]`` (a weight gradient with ``rows`` as inner dimension).
+    gradient), ``"wgrad"`` is ``[D, rows] x [rows, D]`` (a weight gradient with ``rows`` as inner dimension,
+    written to a fresh ``D x D`` buffer as the step's own are).
 
     - ``plain`` (forward + backward, data without grad): ``L`` forward, ``L - 1`` input gradients, ``L``
       weight gradients;
-    - ``dsm`` (energy, explicit score, backward; the input ``u`` needs no gradient): ``2L`` forward-sweep
-      products, ``2L - 1`` input gradients, ``2L`` weight gradients;
-    - ``ssm`` (primal and two tangents stacked through each layer: ``2`` products in the first layer, ``3``
-      after it, plus ``L`` for the score): ``4L - 1`` forward, ``4L - 3`` input gradients, ``4L - 1``
-      weight gradients;
+    - ``dsm`` (:mod:`ebflow.sweep`: energy, explicit score, hand-written backward; the input ``u`` needs no
+      gradient): ``2L`` sweep products, ``2L - 1`` input gradients, and one weight gradient per layer with
+      both uses of ``W`` stacked (``2B`` rows);
+    - ``ssm`` (primal and tangents stacked through each layer: ``2B`` rows in the first layer, ``3B`` after
+      it, plus ``L`` for the score): forward ``[2B] + (L - 1) [3B] + L [B]``, input gradients
+      ``L [B] + (L - 1) [3B]``, one weight gradient per layer (``3B`` rows in the first, ``4B`` after);
     - ``fdssm`` (energy of a ``3B`` batch): the plain counts at ``3B`` rows.
     """
     L, b = int(layers), int(batch_size)
     if L < 1 or b < 1:
         raise ValueError(f"product_counts: layers and batch_size must be >= 1, got {layers}, {batch_size}")
-    table = {
+    table: dict[str, dict[tuple[str, int], int]] = {
         "plain": {("act", b): 2 * L - 1, ("wgrad", b): L},
-        "dsm": {("act", b): 4 * L - 1, ("wgrad", b): 2 * L},
-        "ssm": {("act", b): 8 * L - 4, ("wgrad", b): 4 * L - 1},
+        "dsm": {("act", b): 4 * L - 1, ("wgrad", 2 * b): L},
+        "ssm": {("act", b): 2 * L, ("act", 2 * b): 1, ("act", 3 * b): 2 * (L - 1),
+                ("wgrad", 3 * b): 1, ("wgrad", 4 * b): L - 1},
         "fdssm": {("act", 3 * b): 2 * L - 1, ("wgrad", 3 * b): L},
     }
     if objective not in table:
         raise ValueError(f"product_counts: no floor for {objective!r}; known: {', '.join(FLOOR_OBJECTIVES)}")
-    return table[objective]
+    return {k: n for k, n in table[objective].items() if n > 0}
 
 
 class _Timer:

@@ -126,10 +126,54 @@ def test_memory_net_of_baseline_and_report_tables():
     assert stepcost.to_markdown(pd.DataFrame()) == "_(no data)_\n"
 
 
+def _products_of_one_step(run, dim: int) -> dict[tuple[str, int], int]:
+    """Every matrix product a call runs, classified as :func:`product_counts` does (``[r, D] x [D, D]`` is an
+    ``act`` product with r rows, ``[D, r] x [r, D]`` a ``wgrad`` with inner dimension r)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: Counter = Counter()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in ("mm", "addmm"):
+                a, b = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+                if tuple(b.shape) == (dim, dim):
+                    seen[("act", a.shape[0])] += 1
+                elif tuple(a.shape[:1]) == (dim,) and tuple(b.shape[1:]) == (dim,):
+                    seen[("wgrad", a.shape[1])] += 1
+                else:
+                    seen[("other", tuple(a.shape), tuple(b.shape))] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        run()
+    return dict(seen)
+
+
+@pytest.mark.parametrize("objective", ["plain", "dsm", "ssm", "fdssm"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_product_counts_are_the_products_the_step_runs(objective, layers):
+    # the floor times exactly the products a training step runs: recorded at dispatch on a small dense model
+    from ebflow_bench.steptime import build_step, plain_step
+
+    dim, batch = 7, 5
+    if objective == "plain":
+        bench = plain_step(dim, layers, batch_size=batch, optimizer=True)
+        run = bench.fn
+    else:
+        run = build_step(f"ebflow-{objective}", dim, layers, batch_size=batch).step
+    assert _products_of_one_step(run, dim) == product_counts(objective, layers, batch)
+
+
 def test_product_counts():
-    # a DSM step has 11 products at L = 2 against 5 for a plain forward+backward (floor ratio 2.2)
-    assert sum(product_counts("dsm", 2).values()) == 11 and sum(product_counts("plain", 2).values()) == 5
-    assert sum(product_counts("ssm", 2).values()) == 19
+    # fused DSM at L = 2: 7 activation products and one stacked weight gradient per layer (2B rows), against 3 + 2
+    # for a plain forward+backward
+    assert product_counts("dsm", 2, 100) == {("act", 100): 7, ("wgrad", 200): 2}
+    assert product_counts("plain", 2, 100) == {("act", 100): 3, ("wgrad", 100): 2}
+    assert product_counts("ssm", 1, 100) == {("act", 100): 2, ("act", 200): 1, ("wgrad", 300): 1}
     assert product_counts("fdssm", 2, 100) == {("act", 300): 3, ("wgrad", 300): 2}
     with pytest.raises(ValueError, match="no floor"):
         product_counts("ml", 2)
