@@ -54,6 +54,15 @@ def test_cost_claim_passes_fails_and_not_run():
     assert few.verdict == "not run" and "needs 5" in few.note
 
 
+def test_cost_claim_counts_degenerate_timing_cells_but_not_failed_ones():
+    # a few steps from initialisation leave every model degenerate: its step time still measures the step
+    rows = [dict(r, cell_status="degenerate") for r in _cost_rows(3.0, 2.0)]
+    out = _verdict("ebflow-cost", rows)
+    assert out.verdict == "reproduced" and "flagged degenerate" in out.note
+    failed = [dict(r, cell_status="failed") if r["method"] == "ebflow-dsm" else r for r in _cost_rows(3.0, 2.0)]
+    assert _verdict("ebflow-cost", failed).verdict == "not reproduced"  # Broken: every dsm cell failed
+
+
 def test_every_claim_not_run_on_empty_table():
     empty = pd.DataFrame(columns=["method", "task", "metric", "value", "dim", "layers", "train_seed", "status",
                                   "cell_status", "reason", "hparams", "config_key", "cell_id", "step",
@@ -177,6 +186,17 @@ def test_energy_flow_claim():
     assert _verdict("energy-flow-decorrelated", rows(0.30, 4.0)).verdict == "not reproduced"  # SW 3x worse
     assert _verdict("energy-flow-decorrelated", rows(0.12, 3.1)).verdict == "not reproduced"  # NLL not worse
     assert _verdict("energy-flow-decorrelated", rows(0.12, 4.0)[2:]).verdict == "not run"
+    # flagged degenerate for its NLL alone: the failure the claim predicts, so the cells decide (and the note says so)
+    nll_only = "NLL far worse than a Gaussian fit: test NLL 9e5 nats against -50"
+    flagged = [dict(r, cell_status="degenerate", cell_reason=nll_only) if r["method"] == "energy-flow" else r
+               for r in rows(0.12, 4.0)]
+    out = _verdict("energy-flow-decorrelated", flagged)
+    assert out.verdict == "reproduced" and "flagged degenerate for its NLL alone" in out.our_value
+    assert "same-architecture ML 0.2" in out.our_value
+    # degenerate for another reason (escaping mass): its samples do not count
+    escaped = [dict(r, cell_status="degenerate", cell_reason="mass escapes: 100% of samples; " + nll_only)
+               if r["method"] == "energy-flow" else r for r in rows(0.12, 4.0)]
+    assert _verdict("energy-flow-decorrelated", escaped).verdict == "not reproduced"
 
 
 def test_claims_have_unique_keys_and_stated_rules():
