@@ -129,7 +129,8 @@ def select(df: pd.DataFrame, method: str, task: str | tuple[str, ...], metric: s
            where: Callable[[dict], bool] | None = None, dim_min: int | None = None,
            allow_missing: bool = False,
            accept_degenerate: bool | Callable[[str], bool] = False) -> pd.DataFrame:
-    """Rows of ``metric`` for ``method`` on ``task`` (one configuration: the one with the most seeds).
+    """Rows of ``metric`` for ``method`` on ``task`` (one configuration: the one with the most seeds; of cells run
+    at several step budgets, those of the longest).
 
     Raises :class:`NotRun` when no cell is there (or all were capped) and :class:`Broken` when every cell of the
     chosen configuration failed or is degenerate. ``where`` filters on the resolved hyperparameters.
@@ -153,6 +154,11 @@ def select(df: pd.DataFrame, method: str, task: str | tuple[str, ...], metric: s
                          f"cells of >= {short[0][1]} steps (the reproduce preset)")
         raise NotRun(f"no {method} cell on {'/'.join(tasks)}")
     st = _status_col(df)
+    budget_col = "budget" if "budget" in sub.columns else ("steps_done" if "steps_done" in sub.columns else None)
+    if budget_col is not None:
+        budgets = pd.to_numeric(sub[budget_col], errors="coerce")
+        if budgets.nunique() > 1:  # the same cells at several budgets: the longest decides (the others are earlier)
+            sub = sub[budgets == budgets.max()]
     if "hparams" in sub.columns and sub["hparams"].nunique() > 1:
         # several configurations of one method (D and L aside): keep the one with the most finished cells
         counts = sub[sub["metric"] == metric].groupby("hparams")["cell_id"].nunique()

@@ -157,6 +157,14 @@ def test_mode_weight_claim():
     assert _verdict("flowmc-mode-weights", rows(4e-4, 8e-4)).verdict == "not reproduced"   # ratio < 3
     assert _verdict("flowmc-mode-weights", rows(2e-3, 1e-1)).verdict == "not reproduced"   # MSE > 1e-3
     assert _verdict("flowmc-mode-weights", rows(4e-4, 1e-3)[:1]).verdict == "not run"
+    # the same cells at two step budgets: the longest decides, whichever comes first in the table
+    def at(budget, f, u):
+        return [dict(r, budget=budget, cell_id=f"{r['cell_id']}-{budget}") for r in rows(f, u)]
+
+    both = at(12000, 4e-4, 1.3e-3) + at(3000, 3e-3, 5e-2)
+    v = _verdict("flowmc-mode-weights", both)
+    assert v.verdict == "reproduced" and "0.0004" in v.our_value
+    assert _verdict("flowmc-mode-weights", at(3000, 4e-4, 1.3e-3) + at(12000, 3e-3, 5e-2)).verdict == "not reproduced"
 
 
 def test_density_claim():
