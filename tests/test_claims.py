@@ -157,6 +157,13 @@ def test_mode_weight_claim():
     assert _verdict("flowmc-mode-weights", rows(4e-4, 8e-4)).verdict == "not reproduced"   # ratio < 3
     assert _verdict("flowmc-mode-weights", rows(2e-3, 1e-1)).verdict == "not reproduced"   # MSE > 1e-3
     assert _verdict("flowmc-mode-weights", rows(4e-4, 1e-3)[:1]).verdict == "not run"
+    # a degenerate ULA-EBM (the failure the claim predicts) counts by its measured error; a degenerate flowMC-EBM
+    # does not
+    ula_bad = [dict(r, cell_status="degenerate") if r["method"] == "ula-ebm" else r for r in rows(4e-4, 0.17)]
+    v = _verdict("flowmc-mode-weights", ula_bad)
+    assert v.verdict == "reproduced" and "ULA-EBM flagged degenerate in 1 cell" in v.our_value
+    f_bad = [dict(r, cell_status="degenerate") if r["method"] == "flowmc-ebm" else r for r in rows(4e-4, 0.17)]
+    assert _verdict("flowmc-mode-weights", f_bad).verdict == "not reproduced"
     # the same cells at two step budgets: the longest decides, whichever comes first in the table
     def at(budget, f, u):
         return [dict(r, budget=budget, cell_id=f"{r['cell_id']}-{budget}") for r in rows(f, u)]
