@@ -608,6 +608,10 @@ def test_reference_command_writes_results_folder_with_parquet_and_claims(tmp_pat
 
     with pytest.warns(DuplicateCells):
         assert main(["report", "results/two", "runs/two", "--out", "runs/both"]) == 0
+    # a report of several folders writes the combined table it read, each cell once, readable as a run
+    both = pd.read_parquet(tmp_path / "runs/both/results.parquet")
+    assert both["cell_id"].nunique() == pd.read_parquet(out / "results.parquet")["cell_id"].nunique()
+    assert len(both) == len(pd.read_parquet(out / "results.parquet"))
 
 
 def test_every_figure_text_is_at_least_8_pt(run_dir, tmp_path):
