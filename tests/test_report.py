@@ -670,3 +670,14 @@ def test_score_matching_against_ml_is_diagnosed_from_the_tables_evidence():
     wine = t.loc[("wine", "ebflow-ssm")]  # within 10% in NLL, but degenerate: never "within"
     assert not bool(wine["within"]) and wine["diagnosis"] == "degenerate: mass escapes: 40% of samples lie beyond " \
                                                              "10x the data radius"
+
+
+def test_config_labels_name_the_budget_where_only_it_differs():
+    from ebflow_bench.report.tables import config_labels
+
+    rows = [{"task": "mixture-4modes", "dim": 2, "method": "flowmc-ebm", "layers": 4, "budget": b,
+             "config_key": f"k{b}", "hparams": '{"lr": 0.001}'} for b in (3000, 12000)]
+    rows.append({"task": "mixture-4modes", "dim": 2, "method": "ula-ebm", "layers": 4, "budget": 3000,
+                 "config_key": "u", "hparams": '{"lr": 0.01}'})
+    labels = config_labels(pd.DataFrame(rows))
+    assert labels == {"k3000": "flowmc-ebm [3000 steps]", "k12000": "flowmc-ebm [12000 steps]", "u": "ula-ebm"}

@@ -107,7 +107,8 @@ def _short(v) -> str:
 
 def config_labels(df: pd.DataFrame) -> dict[str, str]:
     """``config_key -> label``: the method name, plus the differing hyperparameters where one (task, D) holds
-    several configurations of the method, plus the key's first 6 digits where those are not enough."""
+    several configurations of the method, plus the step budget where only that differs, plus the key's first 6
+    digits where those are not enough."""
     import json
 
     cfg = df.drop_duplicates(["task", "dim", "config_key"])[["task", "dim", "method", "layers", "budget",
@@ -124,6 +125,13 @@ def config_labels(df: pd.DataFrame) -> dict[str, str]:
             d = hp[r["config_key"]]
             text = ", ".join(f"{k}={_short(d.get(k))}" for k in differ)
             labels.setdefault(r["config_key"], f"{r['method']} [{text}]" if text else r["method"])
+        # one label at several step budgets (a block rerun longer): name the budget
+        lab = g.assign(label=g["config_key"].map(labels))
+        for _, h in lab.groupby(["label", "layers"]):
+            if h["budget"].nunique() > 1:
+                for _, r in h.iterrows():
+                    if pd.notna(r["budget"]):
+                        labels[r["config_key"]] = f"{labels[r['config_key']]} [{int(r['budget'])} steps]"
         # configurations still alike in label, L and budget differ elsewhere: add the key
         lab = g.assign(label=g["config_key"].map(labels))
         for _, h in lab.groupby(["label", "layers", "budget"]):
