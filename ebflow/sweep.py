@@ -82,7 +82,7 @@ class DenseSweep(torch.autograd.Function):
             d = layer.derivatives(h, order)
             y, ld, g1, l1, g2, l2 = d[:6]
             logdet = logdet + ld.sum(dim=1)
-            rec = {"h": h, "g1": g1, "l1": l1, "g2": g2, "l2": l2}
+            rec = {"g1": g1, "l1": l1, "g2": g2, "l2": l2}
             if second:
                 g3, l3 = d[6], d[7]
                 dh = hs[1]
@@ -163,13 +163,17 @@ class DenseSweep(torch.autograd.Function):
             if isinstance(layer, Dense):
                 n = rec["n"]
                 bars = bars[:n]
-                b = rec["x"].shape[0] // n
-                ref = rec["x"]
-                stack = [t if t is not None else ref.new_zeros(b, ref.shape[1]) for t in bars]
+                x = rec["x"]
+                b = x.shape[0] // n
+                has_bar = any(t is not None for t in bars)
+                stack = None  # the adjoints of the forward product's outputs, stacked as its input was
+                if has_bar:
+                    parts = [t if t is not None else x.new_zeros(b, x.shape[1]) for t in bars]
+                    stack = parts[0] if n == 1 else torch.cat(parts)
                 lefts, rights = [], []
-                if any(t is not None for t in bars):
-                    lefts.append(stack[0] if n == 1 else torch.cat(stack))
-                    rights.append(rec["x"])
+                if stack is not None:
+                    lefts.append(stack)
+                    rights.append(x)
                 if i in rev_pairs:
                     lefts.append(rev_pairs[i][0])
                     rights.append(rev_pairs[i][1])
@@ -181,8 +185,8 @@ class DenseSweep(torch.autograd.Function):
                 b_bar = None if layer.bias is None or bars[0] is None else bars[0].sum(dim=0)
                 param_bars[i] = (w_bar, b_bar)
                 need_in = i > 0 or ctx.needs_input_grad[1] or (n > 1 and ctx.needs_input_grad[2])
-                if need_in and any(t is not None for t in bars):
-                    x_bar = F.linear(stack[0] if n == 1 else torch.cat(stack), layer.weight.T)
+                if need_in and stack is not None:
+                    x_bar = F.linear(stack, layer.weight.T)
                     bars = list(x_bar.split(b)) if n > 1 else [x_bar]
                 else:
                     bars = [None] * n

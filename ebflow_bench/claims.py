@@ -189,6 +189,15 @@ def select(df: pd.DataFrame, method: str, task: str | tuple[str, ...], metric: s
     return rows
 
 
+def n_degenerate(df: pd.DataFrame, rows: pd.DataFrame) -> int:
+    """How many of the cells behind ``rows`` (as :func:`select` returns them) are flagged degenerate."""
+    st = _status_col(df)
+    if st not in df.columns or rows.empty:
+        return 0
+    cells = df[df["cell_id"].isin(rows["cell_id"])].drop_duplicates("cell_id")
+    return int((cells[st] == "degenerate").sum())
+
+
 def mean_se(rows: pd.DataFrame, by: str | None = None) -> tuple[float, float, int]:
     """Mean over seeds of one value per cell, its standard error (NaN with one seed) and the seed count."""
     vals = rows.groupby("cell_id")["value"].mean().to_numpy(float)
@@ -228,8 +237,7 @@ def _rule_cost(df: pd.DataFrame) -> Verdict:
         rows = rows[layers == layers.min()]
         pts.append(rows.assign(method=m))
     data = pd.concat(pts)
-    st = _status_col(df)
-    n_degenerate = int((data.drop_duplicates("cell_id")[st] == "degenerate").sum()) if st in data.columns else 0
+    flagged = n_degenerate(df, data)
     for m, g in data.groupby("method"):
         if g["dim"].nunique() < COST_MIN_POINTS:
             raise NotRun(f"{m}: step times at {g['dim'].nunique()} values of D >= {COST_MIN_DIM}; "
@@ -246,9 +254,9 @@ def _rule_cost(df: pd.DataFrame) -> Verdict:
         why.append("a score-matching exponent lies outside [1.7, 2.3]")
     if not ml_ok:
         why.append("ML's exponent is not significantly above 2.3")
-    degenerate = (f" {n_degenerate} of the {data['cell_id'].nunique()} timing cells are flagged degenerate (a "
+    degenerate = (f" {flagged} of the {data['cell_id'].nunique()} timing cells are flagged degenerate (a "
                   "few steps from initialisation fit nothing); a step's time does not depend on the fit, so they "
-                  "count here." if n_degenerate else "")
+                  "count here." if flagged else "")
     return Verdict(verdict, f"exponents in D: {txt}",
                    f"{'; '.join(why) + '.' if why else ''} D = {sorted(int(d) for d in data['dim'].unique())}."
                    + degenerate)
@@ -329,9 +337,7 @@ def _rule_mode_weights(df: pd.DataFrame) -> Verdict:
     # measured (finite) mode-weight error; flowMC-EBM's cells must be sound
     u_rows = select(df, "ula-ebm", "mixture-4modes", "mode_weight_error", accept_degenerate=True)
     u = mean_se(u_rows)
-    st = _status_col(df)
-    cells = df[df["cell_id"].isin(u_rows["cell_id"])].drop_duplicates("cell_id")
-    flagged = int((cells[st] == "degenerate").sum()) if st in cells.columns else 0
+    flagged = n_degenerate(df, u_rows)
     ratio = u[0] / f[0] if f[0] > 0 else math.inf
     ok = f[0] <= 1e-3 and ratio >= 3
     return Verdict("reproduced" if ok else "not reproduced",
@@ -374,14 +380,12 @@ def _rule_energy(df: pd.DataFrame) -> Verdict:
     parts, ok, decided = [], True, 0
     for task in tasks:
         try:
-            e_sw = mean_se(select(df, "energy-flow", task, "sliced_wasserstein",
-                                  accept_degenerate=_only_nll_degenerate))[0]
+            e_sw_rows = select(df, "energy-flow", task, "sliced_wasserstein", accept_degenerate=_only_nll_degenerate)
+            e_sw = mean_se(e_sw_rows)[0]
             e_nll = mean_se(select(df, "energy-flow", task, "test_nll", accept_degenerate=_only_nll_degenerate))[0]
         except NotRun:
             continue
-        st = _status_col(df)
-        e_cells = df[(df["method"] == "energy-flow") & (df["task"] == task)].drop_duplicates("cell_id")
-        flagged = int((e_cells[st] == "degenerate").sum()) if st in e_cells.columns else 0
+        flagged = n_degenerate(df, e_sw_rows)
         ml = {}
         for m in ML_FLOWS:
             try:

@@ -156,16 +156,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         path = build_report([Path(d) for d in args.run_dirs], out,
                             asv_results=Path(args.asv_results) if args.asv_results else None,
-                            command=" ".join(["ebflow-bench", *sys.argv[1:]]))
+                            command=" ".join(["ebflow-bench", *sys.argv[1:]]),
+                            # several folders: the combined table (each cell once), so others can report beside it
+                            write_table=len(args.run_dirs) > 1)
     except ValueError as e:  # e.g. no finished cell in the folders
         raise _BadInput(str(e)) from None
-    if len(args.run_dirs) > 1:  # the combined table the report read (each cell once), so others can report beside it
-        from .results import load_results
-
-        table = load_results([Path(d) for d in args.run_dirs], dedupe=True)
-        tmp = out / ".results.parquet.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "results.parquet")
     print(path)
     return 0
 

@@ -49,6 +49,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` (``.parquet`` or ``.csv``) through a temporary file and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def rows_from_cell(record: dict[str, Any] | CellRecord) -> list[dict[str, Any]]:
     """The tidy rows of one cell record (``CellRecord`` or its dict, as written to ``cells/<cell_id>.json``)."""
     rec = record if isinstance(record, CellRecord) else CellRecord.from_dict(record)
@@ -135,12 +146,8 @@ def write_results(run_dir: str | Path) -> pd.DataFrame:
         rank = {cid: i for i, cid in enumerate(order)}
         records.sort(key=lambda r: (rank.get(r["cell_id"], len(rank)), r["cell_id"]))
     df = frame(row for rec in records for row in rows_from_cell(rec))
-    tmp = run_dir / ".results.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, run_dir / "results.parquet")
-    tmp = run_dir / ".results.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "results.csv")
+    write_table_atomic(df, run_dir / "results.parquet")
+    write_table_atomic(df, run_dir / "results.csv")
     return df
 
 

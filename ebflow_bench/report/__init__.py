@@ -68,11 +68,13 @@ def tables(run_dirs: list[str | Path] | str | Path) -> dict[str, pd.DataFrame]:
 
 
 def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *,
-                 asv_results: str | Path | pd.DataFrame | None = None, command: str | None = None) -> Path:
+                 asv_results: str | Path | pd.DataFrame | None = None, command: str | None = None,
+                 write_table: bool = False) -> Path:
     """Write report.md, report.html and figures/*.png for ``run_dirs`` into ``out_dir``; return report.md's path.
 
     ``asv_results`` is an asv results directory (read with ``ebflow_bench.asv_results.load_asv_results``) or the
-    tidy table it returns. ``command`` is the command line that built the report (printed in the header).
+    tidy table it returns. ``command`` is the command line that built the report (printed in the header). With
+    ``write_table``, the table the report read (every cell once) is also written to ``results.parquet`` beside it.
     """
     from ..results import load_results
 
@@ -98,6 +100,10 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
     fig_dir, tex_dir = out / "figures", out / "tables"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tex_dir.mkdir(parents=True, exist_ok=True)
+    if write_table:
+        from ..results import write_table_atomic
+
+        write_table_atomic(df, out / "results.parquet")
     for pattern, d in (("*.png", fig_dir), ("*.pdf", fig_dir), ("*.tex", tex_dir)):
         for old in d.glob(pattern):  # files of an earlier report must not linger beside this one
             old.unlink()
