@@ -424,7 +424,9 @@ def test_claims_csv_and_claims_section(report):
     from ebflow_bench.claims import CLAIM_COLUMNS, CLAIMS
 
     claims = pd.read_csv(report.parent / "claims.csv", keep_default_na=False)
-    assert list(claims.columns) == CLAIM_COLUMNS == ["claim", "source", "paper_value", "our_value", "verdict", "note"]
+    assert list(claims.columns) == CLAIM_COLUMNS == ["claim", "source", "paper_value", "our_value", "verdict",
+                                                       "rule_fingerprint", "note"]
+    assert list(claims["rule_fingerprint"]) == [c.fingerprint for c in CLAIMS]
     assert list(claims["claim"]) == [c.key for c in CLAIMS]
     v = claims.set_index("claim")["verdict"]
     # the fixture has no mnist5k, no ula-ebm: those claims cannot be decided

