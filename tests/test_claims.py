@@ -259,3 +259,30 @@ def test_cells_too_short_to_decide_a_claim_leave_it_not_run():
     assert broken.verdict == "not reproduced" and "diverged at step 7" in broken.note
     long = _verdict("flowmc-mode-weights", rows(3000))
     assert long.verdict == "reproduced" and "Decided only by cells of >= 2000 steps" in long.note
+
+
+def test_still_improving_reads_the_end_of_the_curve_against_the_seeds_spread():
+    from ebflow_bench.claims.core import still_improving
+
+    def rows(curves):
+        return pd.DataFrame([{"train_seed": s, "cell_id": f"c{s}", "step": i, "value": v}
+                             for s, c in enumerate(curves) for i, v in enumerate(c)])
+
+    falling = rows([[5.0, 4.0, 3.0, 2.9, 2.8], [5.1, 4.1, 3.1, 3.0, 2.9]])
+    flat = rows([[5.0, 4.0, 3.0, 3.0, 3.0], [5.0, 4.0, 3.2, 3.2, 3.2]])
+    assert "still improving" in still_improving(falling)
+    assert still_improving(flat) is None
+    # one seed: judged against rel * |final|
+    assert still_improving(rows([[3.0, 2.99, 2.98]])) is not None
+    assert still_improving(rows([[3.0, 3.0, 2.9999]])) is None
+
+
+def test_a_rule_raising_inconclusive_gives_inconclusive_with_its_reason():
+    from ebflow_bench.claims.core import Claim, Inconclusive
+
+    def rule(df):
+        raise Inconclusive("a comparator diverged", our_value="x 1.0")
+
+    c = Claim("k", "s", "src", "p", "cells", "rule text", "setting", rule)
+    v = c.evaluate(pd.DataFrame({"method": [], "task": []}))
+    assert v.verdict == "inconclusive" and v.our_value == "x 1.0" and "a comparator diverged" in v.note

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .core import *  # noqa: F401,F403
-from .core import CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Claim, NotRun, Verdict, select, time_to_reach  # noqa: F401
+from .core import CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Claim, Inconclusive, NotRun, Verdict, select, time_to_reach  # noqa: F401
 from .ebflow import EBFLOW_CLAIMS
 from .energy import ENERGY_CLAIMS
 from .flowmc import FLOWMC_CLAIMS

@@ -58,6 +58,16 @@ class NotRun(Exception):
     """The table lacks the cells that decide a claim; the message says which."""
 
 
+class Inconclusive(Exception):
+    """The deciding cells ran, but the evidence cannot decide the claim (a curve still falling beyond the seeds'
+    spread, a comparator that diverged, too few seeds); the message says why. ``our_value`` (optional keyword)
+    carries the numbers measured anyway."""
+
+    def __init__(self, message: str, our_value: str = "") -> None:
+        super().__init__(message)
+        self.our_value = our_value
+
+
 class Broken(Exception):
     """The deciding cells ran but failed or are degenerate; the message gives their reasons."""
 
@@ -92,6 +102,8 @@ class Claim:
             return Verdict("not run", "", f"{e}. Decided by: {self.decided_by}.")
         except Broken as e:
             return Verdict("not reproduced", "", f"{e}. {self.setting}")
+        except Inconclusive as e:
+            return Verdict("inconclusive", e.our_value, f"{e}. Rule: {self.rule_text} {self.setting}".strip())
         needs = f" Decided only by cells of >= {self.min_steps} steps." if self.min_steps else ""
         return Verdict(v.verdict, v.our_value, f"{v.note} Rule: {self.rule_text}{needs} {self.setting}".strip())
 
@@ -268,3 +280,32 @@ def time_to_reach(curve: pd.DataFrame, target: float) -> float:
             return float(prev["compute"] + f * (r["compute"] - prev["compute"]))
         prev = r
     return math.inf
+
+
+def still_improving(rows: pd.DataFrame, *, last: int = 3, rel: float = 0.002) -> str | None:
+    """Whether a lower-is-better checkpoint curve (rows of one method and configuration with ``step``, ``value``
+    and a seed column, e.g. ``nll_at_time``) is still falling at its end, beyond what the seeds disagree by.
+
+    Per seed, the drop over the last ``last`` checkpoints (value ``last - 1`` checkpoints before the end minus
+    the final value); still improving iff the mean drop exceeds the standard deviation of the seeds' final
+    values (with one seed: ``rel`` times the final value's magnitude). Returns a sentence saying so, or None.
+    """
+    seed = _seed_col(rows)
+    drops, finals = [], []
+    for _, g in rows.groupby(seed if seed in rows.columns else "cell_id"):
+        c = g.groupby("step")["value"].mean().sort_index()
+        c = c[np.isfinite(c.to_numpy(float))]
+        if len(c) < last:
+            continue
+        drops.append(float(c.iloc[-last] - c.iloc[-1]))
+        finals.append(float(c.iloc[-1]))
+    if not drops:
+        return None
+    drop = float(np.mean(drops))
+    spread = float(np.std(finals, ddof=1)) if len(finals) > 1 else rel * abs(float(np.mean(finals)))
+    if drop > spread:
+        what = "seeds' spread" if len(finals) > 1 else "one-seed tolerance"
+        return (f"still improving: the curve fell by {_fmt(drop)} over its last {last} checkpoints, more than the "
+                f"{what} ({_fmt(spread)})")
+    return None
+
