@@ -43,7 +43,8 @@ class LogitTransform(Logit):
         return super().forward(x)  # element-wise through :meth:`derivatives`, which applies the smoothness
 
     def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:
-        """The logit's closed forms with the smoothness: ``g / a`` and its derivatives ``g' / a``, ``g'' / a``;
+        """The logit's closed forms with the smoothness: ``g / a`` and its derivatives ``g' / a``, ``g'' / a``,
+        ``g''' / a``;
         the log-det ``l - log a`` (its derivatives in x are the logit's). Used where the transform sits inside a
         model (no MaP): ``EBFlow.energy_score`` reads element-wise layers through this method."""
         out = super().derivatives(x, order)
@@ -57,6 +58,8 @@ class LogitTransform(Logit):
             scaled[2] = out[2] / a
         if order >= 2:
             scaled[4] = out[4] / a
+        if order >= 3:
+            scaled[6] = out[6] / a
         return tuple(scaled)
 
     def inverse(self, y: Tensor) -> Tensor:

@@ -175,3 +175,25 @@ def test_layers_without_closed_forms_fall_back_to_autograd():
     assert torch.allclose(c, torch.stack([vi @ h @ vi for vi, h in zip(v, hess)]), atol=1e-10)
     with pytest.raises(ValueError, match="direction"):
         model.energy_score(u, v[:, :1])
+
+
+@pytest.mark.parametrize("smoothness", [0.5, 0.75, 1.0, 2.0])
+def test_logit_transform_derivatives_orders_1_to_3_match_autograd(smoothness):
+    """``LogitTransform(smoothness=a).derivatives(x, 3)``: every derivative of ``g = logit(p) / a`` and of
+    ``l = log|g'|`` up to the third against nested autograd (the third derivative was once left unscaled)."""
+    layer = LogitTransform(1e-2, smoothness=smoothness)
+    x = (0.02 + 0.96 * torch.rand(40, generator=torch.Generator().manual_seed(3))).requires_grad_()
+    out = layer.derivatives(x, 3)
+    assert len(out) == 8
+    g, l = out[0], out[1]
+    ref_g, ref_l = [g], [l]
+    for _ in range(3):
+        (dg,) = torch.autograd.grad(ref_g[-1].sum(), x, create_graph=True)
+        (dl,) = torch.autograd.grad(ref_l[-1].sum(), x, create_graph=True)
+        ref_g.append(dg)
+        ref_l.append(dl)
+    for k in (1, 2, 3):
+        torch.testing.assert_close(out[2 * k], ref_g[k], rtol=1e-10, atol=1e-10, msg=f"g^({k})")
+        torch.testing.assert_close(out[2 * k + 1], ref_l[k], rtol=1e-10, atol=1e-10, msg=f"l^({k})")
+    torch.testing.assert_close(g, torch.logit(0.01 + 0.98 * x) / smoothness)
+    assert all(torch.equal(a, b) for a, b in zip(layer.derivatives(x, 2), out[:6]))
