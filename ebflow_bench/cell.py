@@ -43,8 +43,9 @@ def _hash(obj: Any) -> str:
 @dataclass(frozen=True)
 class EvalSpec:
     """How a cell is evaluated: model samples for the sample metrics, NLL checkpoints during training
-    (``checkpoints`` evaluations at ``round(budget * i / checkpoints)`` steps on the first ``checkpoint_test``
-    test points) and the test points of the final NLL (``max_test``, all if None)."""
+    (``checkpoints`` evaluations at ``round(budget * i / checkpoints)`` steps on ``checkpoint_test`` test points)
+    and the test points of the final NLL (``max_test``, all if None); both subsets are seeded random samples of
+    the whole test set, stratified by the task's ``groups`` (``tasks.evaluation_rows``)."""
 
     n_samples: int = 2000
     checkpoints: int = 4
@@ -109,7 +110,7 @@ class CellSpec:
 
 @dataclass
 class Checkpoint:
-    """Test NLL (mean over the first ``eval.checkpoint_test`` test points, nats; NaN when the method has no
+    """Test NLL (mean over the ``eval.checkpoint_test`` test points of ``tasks.evaluation_rows``, nats; NaN when the method has no
     NLL) after ``step`` steps, with the training compute and wall seconds spent up to then."""
 
     step: int

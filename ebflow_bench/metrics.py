@@ -10,7 +10,8 @@ diagnostics; declared here without a function so that the report and ``ebflow-be
 direction from one place).
 
 A computed metric is ``fn(task, samples, nll, *, seed, density=None) -> float`` where ``samples`` are the model's
-samples ([n, D] float32 CPU), ``nll`` the per-sample test NLL in nats ([N], on ``task.test`` or its first N rows)
+samples ([n, D] float32 CPU), ``nll`` the per-sample test NLL in nats ([N], on ``tasks.evaluation_rows(task, N)``: all test rows, or a seeded
+random stratified sample of N of them)
 or ``None`` when the method has no likelihood, and ``density`` the model's unnormalised log density
 (``[N, D] -> [N]``, any constant offset; ``Adapter.density_fn()``) or ``None`` when the method has none. Functions
 registered without a ``density`` keyword (the older signature) are still accepted. A metric raises
@@ -31,7 +32,8 @@ Choices where the sources are silent (all documented per metric below):
   probabilities integrated by an 8 x 8 midpoint rule per cell;
 - EBM mode weights come from the model's own density: in 2-D by quadrature on a ``QUAD_POINTS`` x
   ``QUAD_POINTS`` midpoint grid over ``task.bounds`` padded by ``QUAD_PAD`` of their width on every side (the mass
-  outside that grid is estimated by importance sampling and reported as ``mode_weight_outside``), in D > 2 by
+  outside that grid is integrated where it is, by a log-radius polar rule out to ``FAR_FACTOR`` times the grid,
+  and reported as ``mode_weight_outside``), in D > 2 by
   self-normalised importance sampling with ``SNIS_DRAWS`` draws whose effective sample size is reported as
   ``mode_weight_ess``; below ``MIN_MODE_ESS`` the weights are flagged ``unreliable``;
 - an importance-sampling log Z (EBMs) makes the NLL ``unreliable`` when the ESS of its weights is below
@@ -48,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .tasks import Task, bits_per_dim
+from .tasks import Task, bits_per_dim, evaluation_rows
 
 Tensor = torch.Tensor
 MetricFn = Callable[..., float]
@@ -64,8 +66,11 @@ GRID, GRID_SUBDIV, GRID_ALPHA = 20, 8, 0.5
 MMD_BANDWIDTH_POINTS = 1000
 #: 2-D mode weights: midpoints per axis of the quadrature grid, and its padding (fraction of the bounds' width)
 QUAD_POINTS, QUAD_PAD = 512, 0.5
-#: importance-sampling draws of the mode weights (D > 2) and of the mass outside the 2-D quadrature grid
+#: importance-sampling draws of the mode weights (D > 2)
 SNIS_DRAWS = 16384
+#: the mass outside the 2-D quadrature grid: a polar midpoint rule of FAR_POINTS radii x FAR_POINTS angles out to
+#: FAR_FACTOR times the grid's inscribed radius (log-spaced radii)
+FAR_POINTS, FAR_FACTOR = 512, 1e6
 #: below this effective sample size the SNIS mode weights are flagged ``unreliable``
 MIN_MODE_ESS = 100
 #: an importance-sampling log Z makes the NLL ``unreliable`` when its ESS is below this many samples ...
@@ -531,7 +536,7 @@ def log_density_error(task: Task, samples: Tensor, nll: Tensor | None, *, seed: 
     log-density error of Grenioux et al. (2023, Table 1), there taken over the EBM's normalised density. For
     EBMs whose NLL rests on an estimated log Z, an error in that estimate shifts every term alike."""
     per_sample = _nll(nll).detach().to("cpu", torch.float64)
-    x = task.test[:len(per_sample)]
+    x = evaluation_rows(task, len(per_sample))
     log_p = task.log_prob(x.to(torch.float64) if x.dtype != torch.float64 else x)  # type: ignore[misc]
     return float((-per_sample - log_p.detach().to("cpu", torch.float64)).square().median())
 
@@ -581,18 +586,41 @@ def mode_weight_ess(task: Task, samples: Tensor, nll: Tensor | None, *, seed: in
     return mode_masses_snis(task, _need_density(density), seed)[1]
 
 
+def mass_outside_box(task: Task, density: Density) -> float:
+    """The model's normalised mass outside :func:`quadrature_box` (2-D), measured where it is: the box by the
+    ``QUAD_POINTS`` x ``QUAD_POINTS`` midpoint rule, the plane outside it by a polar midpoint rule about the
+    box's centre, ``FAR_POINTS`` log-spaced radii from the inscribed circle's radius r0 out to ``FAR_FACTOR`` r0
+    times ``FAR_POINTS`` angles (cell area r^2 dlog r dtheta; polar cells whose centre lies in the box are left
+    out). Mass beyond ``FAR_FACTOR`` r0 (1e6) is not seen, and structure far out is resolved to about 2.7% of
+    its radius (one radial cell: log(1e6) / 512)."""
+    (x0, x1), (y0, y1) = quadrature_box(task)
+    cx = x0 + (torch.arange(QUAD_POINTS, dtype=torch.float64) + 0.5) * (x1 - x0) / QUAD_POINTS
+    cy = y0 + (torch.arange(QUAD_POINTS, dtype=torch.float64) + 0.5) * (y1 - y0) / QUAD_POINTS
+    inner = torch.stack(torch.meshgrid(cx, cy, indexing="ij"), -1).reshape(-1, 2)
+    log_in = _eval_density(density, inner) + math.log((x1 - x0) * (y1 - y0) / QUAD_POINTS**2)
+    centre = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2], dtype=torch.float64)
+    r0 = min(x1 - x0, y1 - y0) / 2
+    dlog = math.log(FAR_FACTOR) / FAR_POINTS
+    log_r = math.log(r0) + (torch.arange(FAR_POINTS, dtype=torch.float64) + 0.5) * dlog
+    theta = (torch.arange(FAR_POINTS, dtype=torch.float64) + 0.5) * (2 * math.pi / FAR_POINTS)
+    lr, th = (t.reshape(-1) for t in torch.meshgrid(log_r, theta, indexing="ij"))
+    pts = centre + lr.exp()[:, None] * torch.stack([th.cos(), th.sin()], -1)
+    out = ~((pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1))
+    pts, lr = pts[out], lr[out]
+    log_out = _eval_density(density, pts) + 2 * lr + math.log(dlog * 2 * math.pi / FAR_POINTS)
+    z_out = torch.logsumexp(log_out, 0)
+    return float(torch.exp(z_out - torch.logsumexp(torch.cat([log_in, log_out]), 0)))
+
+
 @register_metric("mode_weight_outside", unit="probability", applies=lambda task: _is_mixture(task) and task.dim == 2,
                  needs=("density",), group="diagnostic",
                  label="model mass outside the mode-weight quadrature grid")
 def mode_weight_outside(task: Task, samples: Tensor, nll: Tensor | None, *, seed: int,
                         density: Density | None = None) -> float:
-    """Fraction of the model's normalised mass outside :func:`quadrature_box`, by self-normalised importance
-    sampling (:func:`mode_masses_snis`'s draws); the 2-D quadrature ignores it, so a value that is not small
-    says the grid missed mass."""
-    _, _, y, w = mode_masses_snis(task, _need_density(density), seed)
-    (x0, x1), (y0, y1) = quadrature_box(task)
-    inside = (y[:, 0] >= x0) & (y[:, 0] <= x1) & (y[:, 1] >= y0) & (y[:, 1] <= y1)
-    return float(w[~inside].sum())
+    """Fraction of the model's normalised mass outside :func:`quadrature_box` (:func:`mass_outside_box`: a
+    polar quadrature out to ``FAR_FACTOR`` times the box, where the mass is); the 2-D mode-weight quadrature
+    ignores it, so a value that is not small says the grid missed mass."""
+    return mass_outside_box(task, _need_density(density))
 
 
 # --- metrics the runner records (declared here so that label, unit and direction live in one place) ------------

@@ -16,8 +16,9 @@ Measured, never used to stop (except the safety cap below):
   CUDA the sum of the steps' CUDA-event times. ``wall_s``: training wall seconds. Both exclude checkpoint
   evaluations. ``median_step_s``: median wall time of one step (robust to the first step's warm-up and to
   load spikes).
-- checkpoints: after ``round(budget * i / k)`` steps, i = 1..k (k = ``eval.checkpoints``), the mean NLL of the
-  first ``checkpoint_test`` test points with ``step``, ``compute_s`` and ``wall_s`` so far (record
+- checkpoints: after ``round(budget * i / k)`` steps, i = 1..k (k = ``eval.checkpoints``), the mean NLL of
+  ``checkpoint_test`` test points (``tasks.evaluation_rows``: a seeded random sample of the whole test set,
+  stratified by the task's ``groups``; the final NLL reads ``max_test`` rows the same way) with ``step``, ``compute_s`` and ``wall_s`` so far (record
   ``checkpoints``; rows ``nll_at_time``).
 - rows ``step_time`` (s, the median step time), ``train_time`` (s, ``wall_s``), ``peak_memory`` (MiB): on
   CUDA ``torch.cuda.max_memory_allocated`` after resetting the peak statistics at the start of the cell; on CPU
@@ -230,7 +231,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     load_imports(spec.imports)
     from .diagnostics import diagnose
     from .matrix import adapter_registry
-    from .tasks import get_task, task_dim
+    from .tasks import evaluation_rows, get_task, task_dim
 
     device = torch.device(spec.device)
     if device.type == "cuda" and device.index is not None:
@@ -260,7 +261,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
 
         stage = "training"
         train = task.train.to(device)
-        ckpt_x = task.test[:spec.eval.checkpoint_test]
+        ckpt_x = evaluation_rows(task, spec.eval.checkpoint_test)
         ckpts = set(checkpoint_steps(spec.budget, spec.eval.checkpoints))
         gen = torch.Generator().manual_seed(spec.train_seed)
         batches = _batches(train.shape[0], adapter.batch_size, gen)
@@ -290,13 +291,18 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
                        "compute_s": clock.compute_s, "wall_s": clock.wall_s, "status": "ok"}
                 if nll_unavailable is not None:
                     row.update(status="unavailable", reason=nll_unavailable)
+                elif getattr(adapter, "log_z_estimate", None) is not None:  # this step's log Z
+                    from .metrics import nll_reliability
+
+                    flag = nll_reliability(adapter.log_z_estimate.ess, adapter.log_z_estimate.n)
+                    row.update(status=flag[0], reason=flag[1])
                 rows.append(row)
             if capped:
                 break
         rows += _timing_rows(step_times, clock.wall_s)
 
         stage = "evaluating"
-        test_x = task.test if spec.eval.max_test is None else task.test[:spec.eval.max_test]
+        test_x = evaluation_rows(task, spec.eval.max_test)
         nll: torch.Tensor | None
         try:
             nll = _mean_nll(adapter, test_x, device)
@@ -304,19 +310,19 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
                 raise CellFailure(f"test NLL has {int((~torch.isfinite(nll)).sum())} non-finite values")
         except NLLUnavailable as e:
             nll, nll_unavailable = None, str(e)
-        se = getattr(adapter, "log_z_stderr", None)  # EBMs whose NLL rests on an estimated log Z
-        if se is not None and nll is not None:
-            rows.append({"metric": "log_z_stderr", "value": float(se), "unit": "nats",
-                         "status": "ok" if math.isfinite(se) else "unavailable",
-                         "reason": "" if math.isfinite(se) else "no log Z estimate"})
         est = getattr(adapter, "log_z_estimate", None)  # EBMs: ESS of the log Z importance weights
         nll_flag = ("ok", "")
         if est is not None and nll is not None:
             from .metrics import nll_reliability
 
-            rows.append({"metric": "log_z_ess", "value": float(est.ess), "unit": "samples", "status": "ok",
-                         "reason": f"{est.ess_fraction:.3g} of {est.n} draws"})
             nll_flag = nll_reliability(est.ess, est.n)
+            rows.append({"metric": "log_z_ess", "value": float(est.ess), "unit": "samples", "status": nll_flag[0],
+                         "reason": nll_flag[1] or f"{est.ess_fraction:.3g} of {est.n} draws"})
+        se = getattr(adapter, "log_z_stderr", None)  # EBMs whose NLL rests on an estimated log Z
+        if se is not None and nll is not None:  # a standard error from a degenerate ESS is no error bar either
+            rows.append({"metric": "log_z_stderr", "value": float(se), "unit": "nats",
+                         "status": ("unavailable" if not math.isfinite(se) else nll_flag[0]),
+                         "reason": "no log Z estimate" if not math.isfinite(se) else nll_flag[1]})
         samples = adapter.sample(spec.eval.n_samples).detach().to("cpu", torch.float32)
         if samples.shape != (spec.eval.n_samples, spec.dim):
             raise CellFailure(f"sample() returned shape {tuple(samples.shape)}, expected "
@@ -336,9 +342,9 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
 
         metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=spec.train_seed,
                                                         density=adapter.density_fn())]
-        if nll_flag[0] != "ok":  # the NLL rests on a degenerate log Z estimate
+        if nll_flag[0] != "ok":  # the NLL and everything read from it rest on a degenerate log Z estimate
             for r in metric_rows:
-                if r["metric"] in ("test_nll", "test_bpd", "log_density_error") and r["status"] == "ok":
+                if r["metric"] in LOG_Z_DERIVED and r["status"] == "ok":
                     r.update(status=nll_flag[0], reason=nll_flag[1])
         if nll is None:  # the adapter's own reason is the one worth reporting
             for r in metric_rows:
@@ -362,6 +368,11 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     rec.rows = rows
     rec.finished = _now()
     return rec.to_dict(), samples_out
+
+
+#: rows that rest on an EBM's importance-sampled log Z (made ``unreliable`` with it, ``metrics.nll_reliability``);
+#: the checkpoints' ``nll_at_time`` rows use the log Z of their own step and are flagged the same way
+LOG_Z_DERIVED = ("test_nll", "test_bpd", "log_density_error")
 
 
 # ------------------------------------------------------------------------------------------ the matrix

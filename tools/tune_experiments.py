@@ -23,7 +23,7 @@ from ebflow_bench.adapters.base import NLLUnavailable
 from ebflow_bench.diagnostics import diagnose, gaussian_fit
 from ebflow_bench.matrix import adapter_registry
 from ebflow_bench.runner import _batches
-from ebflow_bench.tasks import get_task, task_dim
+from ebflow_bench.tasks import evaluation_rows, get_task, task_dim
 
 
 def run_one(spec: dict) -> dict:
@@ -37,7 +37,7 @@ def run_one(spec: dict) -> dict:
     adapter = cls(task, dim=task.dim, layers=int(spec.get("layers", 2)), seed=seed, **spec.get("hparams", {}))
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(task.train.shape[0], adapter.batch_size, gen)
-    test = task.test[:1000]
+    test = evaluation_rows(task, 1000)
     checkpoints = sorted({max(1, round(steps * i / 4)) for i in range(1, 5)})
     out = {**spec, "nll_at": {}, "status": "ok"}
     t0 = time.perf_counter()

@@ -63,6 +63,13 @@ class Task:
     smooth: float = 0.0
     #: toys that support smoothing: s -> exact log density of the data convolved with N(0, s^2 I)
     smoothed_log_prob: Callable[[float], Callable[[Tensor], Tensor]] | None = field(default=None, repr=False)
+    #: strata of the test rows ([N_test] integers: class labels or source-image ids; None = no strata): every
+    #: evaluation subset (:func:`evaluation_indices`) is stratified by them
+    groups: Tensor | None = field(default=None, repr=False)
+    #: the same strata for the training rows (carried into a validation split's test set)
+    train_groups: Tensor | None = field(default=None, repr=False)
+    #: the data seed the task was built with (:func:`get_task` sets it); it seeds the evaluation subsets
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -71,6 +78,15 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {split} has shape {tuple(t.shape)}, expected [N, {self.dim}]")
             if not torch.isfinite(t).all():
                 raise ValueError(f"task {self.name!r}: {split} contains non-finite values")
+        for split, key in (("test", "groups"), ("train", "train_groups")):
+            gr = getattr(self, key)
+            if gr is None:
+                continue
+            gr = torch.as_tensor(gr)
+            if gr.shape != (getattr(self, split).shape[0],) or gr.is_floating_point():
+                raise ValueError(f"task {self.name!r}: {key} must be [{getattr(self, split).shape[0]}] integers (one "
+                                 f"stratum per {split} row), got {gr.dtype} of shape {tuple(gr.shape)}")
+            setattr(self, key, gr.long())
 
     def augment(self, batch: Tensor, generator: torch.Generator) -> Tensor:
         """The training batch the model sees: ``batch`` itself, or for a smoothed task ``batch + s * N(0, I)``
@@ -79,6 +95,50 @@ class Task:
             return batch
         noise = torch.randn(tuple(batch.shape), generator=generator, dtype=batch.dtype, device=generator.device)
         return batch + self.smooth * noise.to(batch.device)
+
+
+#: offset of the evaluation-subset stream from the data seed (apart from the data's own streams)
+EVAL_STREAM = 15485863
+
+
+def evaluation_order(task: Task) -> Tensor:
+    """A seeded random order of all test rows ([N_test] indices) whose every prefix is a stratified sample.
+
+    Seeded by ``task.seed`` (+ ``EVAL_STREAM``), so it repeats for a task and its seed. Without strata
+    (``task.groups`` None) it is a uniform random permutation. With strata, each stratum's rows are shuffled
+    and the j-th of a stratum of n_g rows gets the key (j + u) / n_g (u uniform): sorted by key, any prefix of
+    n rows holds n n_g / N rows of each stratum up to about one row (proportional allocation)."""
+    n = task.test.shape[0]
+    g = torch.Generator().manual_seed(int(task.seed) + EVAL_STREAM)
+    if task.groups is None:
+        return torch.randperm(n, generator=g)
+    groups = task.groups.cpu()
+    key = torch.empty(n, dtype=torch.float64)
+    for c in torch.unique(groups):
+        idx = torch.nonzero(groups == c).flatten()
+        m = len(idx)
+        rank = torch.empty(m, dtype=torch.float64)
+        rank[torch.randperm(m, generator=g)] = torch.arange(m, dtype=torch.float64)
+        key[idx] = (rank + torch.rand(m, generator=g, dtype=torch.float64)) / m
+    return torch.argsort(key, stable=True)
+
+
+def evaluation_indices(task: Task, n: int | None = None) -> Tensor:
+    """The indices of the ``n`` test rows an evaluation reads (all rows, in order, when ``n`` is None or at
+    least N_test): the first ``n`` of :func:`evaluation_order`, a seeded random sample of the whole test set,
+    stratified by ``task.groups`` where the task has strata. Subsets are nested: a smaller ``n`` reads a subset
+    of a larger one's rows (checkpoints read part of the final evaluation's rows)."""
+    total = task.test.shape[0]
+    if n is None or int(n) >= total:
+        return torch.arange(total)
+    if int(n) < 1:
+        raise ValueError(f"task {task.name!r}: an evaluation subset needs n >= 1 test rows, got {n}")
+    return evaluation_order(task)[:int(n)]
+
+
+def evaluation_rows(task: Task, n: int | None = None) -> Tensor:
+    """``task.test[evaluation_indices(task, n)]``: the test rows every checkpoint, metric and claim evaluates."""
+    return task.test[evaluation_indices(task, n)]
 
 
 class TaskUnavailable(RuntimeError):
@@ -140,6 +200,7 @@ def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> 
         if dim is None and name not in _DIM_OF:
             raise ValueError(f"task {name!r} needs a dimension (dim=...)")
         task = _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
+    task.seed = int(seed)
     if validation:
         task = validation_split(task, validation, seed)
     return smooth_task(task, smooth, seed) if smooth else task
@@ -163,8 +224,10 @@ def validation_split(task: Task, fraction: float, seed: int = 0) -> Task:
                          "validation")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))
     train, val = task.train[perm[:n - n_val]], task.train[perm[n - n_val:]]
+    tg = task.train_groups
     return dataclasses.replace(
         task, train=train, test=val, options={**task.options, "validation": float(fraction)},
+        train_groups=None if tg is None else tg[perm[:n - n_val]], groups=None if tg is None else tg[perm[n - n_val:]],
         description=f"{task.description}; validation split: test = the last {fraction:g} of a seeded permutation "
                     "of the training set (the test set is not used)")
 

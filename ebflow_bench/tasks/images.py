@@ -33,9 +33,11 @@ def _stratified_order(labels: np.ndarray, gen: torch.Generator) -> np.ndarray:
 
 
 def _image_task(name: str, ints: np.ndarray, labels: np.ndarray | None, seed: int, n_train: int, n_test: int,
-                scale: int, image_shape: tuple[int, int, int], description: str, source: str) -> Task:
+                scale: int, image_shape: tuple[int, int, int], description: str, source: str,
+                sources: np.ndarray | None = None) -> Task:
     """Split integer data (stratified by ``labels`` when given: test first, then train from the rest) and
-    dequantize once with seeded uniform noise: x = (k + u) / scale."""
+    dequantize once with seeded uniform noise: x = (k + u) / scale. The task's strata (``groups``) are the
+    labels, else ``sources`` (e.g. the source image of each patch; they do not change the split)."""
     n_train, n_test = _sizes(n_train, n_test)
     n = len(ints)
     if n_train + n_test > n:
@@ -50,9 +52,12 @@ def _image_task(name: str, ints: np.ndarray, labels: np.ndarray | None, seed: in
         return ((k + torch.rand(k.shape, generator=g, dtype=torch.float64)) / scale).float()
 
     dim = int(np.prod(image_shape))
+    strata = labels if labels is not None else sources
+    groups = {} if strata is None else {"groups": torch.from_numpy(np.asarray(strata)[test_idx].astype(np.int64)),
+                                        "train_groups": torch.from_numpy(np.asarray(strata)[train_idx].astype(np.int64))}
     return Task(name, dim, dequantize(train_idx), dequantize(test_idx), image_shape=image_shape,
                 discrete_scale=float(scale), description=description, source=source,
-                options={"n_train": n_train, "n_test": n_test})
+                options={"n_train": n_train, "n_test": n_test}, **groups)
 
 
 @register_task("digits", dim=64)
@@ -90,32 +95,38 @@ def patches(seed: int = 0, n_train: int = 18000, n_test: int = 2000) -> Task:
     """
     import skimage.data
 
-    blocks = []
-    for name in PATCH_IMAGES:
+    blocks, sources = [], []
+    for i, name in enumerate(PATCH_IMAGES):
         im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
         h, w = (im.shape[0] // 8) * 8, (im.shape[1] // 8) * 8
         blocks.append(im[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64))
+        sources.append(np.full(len(blocks[-1]), i))
     return _image_task("patches", np.concatenate(blocks), None, seed, n_train, n_test, 256, (1, 8, 8),
                        "8x8 patches of skimage camera/grass/gravel/brick/moon, x = (k+u)/256",
-                       "scikit-image bundled images")
+                       "scikit-image bundled images", sources=np.concatenate(sources))
 
 
-def _region_patches(side: int, stride: int, test_rows: float) -> tuple[np.ndarray, np.ndarray]:
+def _region_patches(side: int, stride: int, test_rows: float, with_sources: bool = False):
     """Overlapping ``side`` x ``side`` patches (step ``stride``) of the bundled grey images, as integer rows.
 
     Each image's top ``1 - test_rows`` of rows gives the training patches and the bottom ``test_rows`` the test
-    patches; a patch lies wholly inside one region, so train and test never share a pixel."""
+    patches; a patch lies wholly inside one region, so train and test never share a pixel. ``(train, test)``,
+    with ``with_sources`` ``(train, test, train_sources, test_sources)``: each patch's image (index into
+    ``PATCH_IMAGES``)."""
     import skimage.data
 
-    train, test = [], []
-    for name in PATCH_IMAGES:
+    train, test, src_train, src_test = [], [], [], []
+    for k, name in enumerate(PATCH_IMAGES):
         im = np.asarray(getattr(skimage.data, name)(), dtype=np.int64)
         cut = int(round(im.shape[0] * (1 - test_rows)))
-        for part, out in ((im[:cut], train), (im[cut:], test)):
+        for part, out, src in ((im[:cut], train, src_train), (im[cut:], test, src_test)):
             h, w = part.shape
             for i in range(0, h - side + 1, stride):
                 for j in range(0, w - side + 1, stride):
                     out.append(part[i:i + side, j:j + side].reshape(-1))
+                    src.append(k)
+    if with_sources:
+        return np.stack(train), np.stack(test), np.asarray(src_train), np.asarray(src_test)
     return np.stack(train), np.stack(test)
 
 
@@ -126,16 +137,18 @@ def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
 
     Patches overlap (stride 8) within a region: the top 75% of each image's rows gives the 13,725 training
     patches, the bottom 25% the 3,965 test patches (train and test never share a pixel); ``n_train``/``n_test``
-    take seeded random subsets of them.
+    take seeded random subsets of them (in random order). Strata (``groups``): each patch's source image.
     """
-    tr, te = _region_patches(32, 8, 0.25)
+    tr, te, src_tr, src_te = _region_patches(32, 8, 0.25, with_sources=True)
     n_train, n_test = _sizes(n_train, n_test)
     if n_train > len(tr) or n_test > len(te):
         raise ValueError(f"task 'patches32' has {len(tr)} training and {len(te)} test patches; asked for "
                          f"n_train={n_train}, n_test={n_test}")
     g = torch.Generator().manual_seed(int(seed))
-    tr = tr[np.sort(torch.randperm(len(tr), generator=g).numpy()[:n_train])]
-    te = te[np.sort(torch.randperm(len(te), generator=g).numpy()[:n_test])]
+    # random subsets in random order (never sorted: a sorted subset puts one image's patches first)
+    i_tr = torch.randperm(len(tr), generator=g).numpy()[:n_train]
+    i_te = torch.randperm(len(te), generator=g).numpy()[:n_test]
+    tr, te = tr[i_tr], te[i_te]
 
     def dequantize(k_int: np.ndarray) -> Tensor:
         k = torch.from_numpy(k_int.astype(np.float64))
@@ -144,4 +157,6 @@ def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
     return Task("patches32", 1024, dequantize(tr), dequantize(te), image_shape=(1, 32, 32), discrete_scale=256.0,
                 description="32x32 patches (stride 8) of skimage camera/grass/gravel/brick/moon, x = (k+u)/256; "
                             "train from the top 75% of each image, test from the bottom 25%",
-                source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test})
+                source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test},
+                groups=torch.from_numpy(src_te[i_te].astype(np.int64)),
+                train_groups=torch.from_numpy(src_tr[i_tr].astype(np.int64)))

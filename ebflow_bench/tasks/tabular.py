@@ -44,7 +44,8 @@ def _sklearn_tabular(name: str, seed: int, test_fraction: float) -> Task:
     d = getattr(sklearn.datasets, loader)()
     x = np.asarray(d.data, dtype=np.float64)
     n_test = max(1, int(round(test_fraction * len(x))))
-    order = _stratified_order(np.asarray(d.target), torch.Generator().manual_seed(int(seed)))
+    target = np.asarray(d.target)
+    order = _stratified_order(target, torch.Generator().manual_seed(int(seed)))
     test, train = x[order[:n_test]], x[order[n_test:]]
     mean, sd = train.mean(0), train.std(0)
     sd[sd == 0] = 1.0
@@ -52,6 +53,8 @@ def _sklearn_tabular(name: str, seed: int, test_fraction: float) -> Task:
     return Task(name, dim, torch.from_numpy(train).float(), torch.from_numpy(test).float(),
                 description=f"sklearn {name}: {desc}; standardised with the training split's mean and sd",
                 source=f"sklearn.datasets.{loader} (UCI)",
+                groups=torch.from_numpy(target[order[:n_test]].astype(np.int64)),
+                train_groups=torch.from_numpy(target[order[n_test:]].astype(np.int64)),
                 options={"test_fraction": float(test_fraction), "n_train": len(train), "n_test": n_test})
 
 
