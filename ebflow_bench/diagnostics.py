@@ -188,10 +188,6 @@ def _geometry(train: Tensor, good: Tensor, space: str, ev: dict[str, Any], findi
     spread = math.sqrt(float(good.var(0, unbiased=False).sum())) if good.shape[0] > 1 else 0.0
     ev.update({f"{p}escaped_fraction": frac, f"{p}sample_median_distance": med, f"{p}sample_spread": spread,
                f"{p}sample_max_distance": float(dist.max()), f"{p}beyond_hard_bound": n_far})
-    if n_far:
-        findings.append(f"sample beyond the hard bound{where}: {n_far} of {good.shape[0]} samples lie beyond "
-                        f"{HARD_BOUND_FACTOR:g}x the data radius ({_fmt(radius)}), the furthest at "
-                        f"{float(dist.max()):.3g}")
     if frac > ESCAPE_FRACTION or med > MEDIAN_FACTOR * data_median:
         findings.append(f"mass escapes{where}: {100 * frac:.0f}% of samples lie beyond {ESCAPE_FACTOR:g}x the data "
                         f"radius ({_fmt(radius)}), median distance from the data mean {_fmt(med)} vs "
@@ -199,6 +195,10 @@ def _geometry(train: Tensor, good: Tensor, space: str, ev: dict[str, Any], findi
     elif spread < COLLAPSE_RATIO * data_spread:
         findings.append(f"collapse{where}: the samples' spread is {_fmt(spread)} against {_fmt(data_spread)} for "
                         f"the data (below {COLLAPSE_RATIO:g}x)")
+    if n_far:
+        findings.append(f"sample beyond the hard bound{where}: {n_far} of {good.shape[0]} samples lie beyond "
+                        f"{HARD_BOUND_FACTOR:g}x the data radius ({_fmt(radius)}), the furthest at "
+                        f"{float(dist.max()):.3g}")
 
 
 def _saturated(task: Task, x: Tensor) -> Tensor:
