@@ -218,8 +218,12 @@ def test_log_density_error_against_known_densities():
     delta = torch.linspace(-2.0, 1.0, 400, dtype=true_nll.dtype)
     assert m(task, task.test, true_nll + delta, seed=0) == pytest.approx(float(delta.double().square().median()),
                                                                           rel=1e-5)
-    # NLL on the first rows only: compared with the same rows
-    assert m(task, task.test, true_nll[:50] + 0.3, seed=0) == pytest.approx(0.09, rel=1e-6)
+    # NLL on an evaluation subset (tasks.evaluation_rows): compared with the same rows, not the first ones
+    from ebflow_bench.tasks import evaluation_indices
+
+    sub = true_nll[evaluation_indices(task, 50)]
+    assert m(task, task.test, sub + 0.3, seed=0) == pytest.approx(0.09, rel=1e-6)
+    assert m(task, task.test, true_nll[:50] + 0.3, seed=0) > 0.5  # the first rows are other rows
     with pytest.raises(MetricUnavailable):
         m(task, task.test, None, seed=0)
 
