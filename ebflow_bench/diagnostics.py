@@ -23,7 +23,7 @@ reference, computed in-cell) and with uniform noise. It is the one place that de
   (50%) of their coordinates lie at the pixel bounds (within t of 0 or 1) or beyond them. Dequantized data
   have a fraction ~t of their coordinates there, a Gaussian fit spills some coordinates over the bounds, a
   logit-space blow-up puts nearly every coordinate on them.
-- **NLL not clearly better than uniform noise**: the mean test NLL is worse than the Gaussian fit's by more
+- **NLL far worse than a Gaussian fit** (not clearly better than uniform noise): the mean test NLL is worse than the Gaussian fit's by more
   than ``NLL_GAP_FRACTION`` (0.5) of the gap between uniform noise and the Gaussian fit, i.e. it is nearer to
   noise than to a closed-form Gaussian. Uniform noise is the uniform density on [0, 1]^D for image tasks (NLL
   0 nats in data space, 8 bits/dim for 8-bit data) and on the training data's bounding box (widened by two
@@ -235,7 +235,7 @@ def diagnose(task: Task, samples: Tensor, nll: Tensor | None) -> Diagnosis | Non
             if frac > ESCAPE_FRACTION:
                 findings.append(f"saturation at the pixel bounds: {100 * frac:.0f}% of samples have more than "
                                 f"{100 * SATURATED_COORDS:g}% of their coordinates at or beyond 0 or 1 (within "
-                                f"{SATURATION_TOL:g} of a quantisation bin; {100 * float(sat.mean()):.2g}% of all "
+                                f"{SATURATION_TOL:g} of a quantisation bin, {100 * float(sat.mean()):.2g}% of all "
                                 f"coordinates vs {100 * data_sat:.2g}% for the data): a blow-up in logit space")
         _geometry(_logit(task, train), _logit(task, good), "logit", ev, findings)
 
@@ -248,10 +248,10 @@ def diagnose(task: Task, samples: Tensor, nll: Tensor | None) -> Diagnosis | Non
         threshold, noise = nll_threshold(task, ref)
         ev.update(test_nll=mean_nll, gaussian_fit_nll=ref, uniform_nll=noise, nll_threshold=threshold)
         if not mean_nll <= threshold:
-            findings.append(f"NLL not clearly better than uniform noise: test NLL {_fmt(mean_nll)} nats against "
+            findings.append(f"NLL far worse than a Gaussian fit: test NLL {_fmt(mean_nll)} nats against "
                             f"{_fmt(ref)} for a full-covariance Gaussian fitted to the training data and "
-                            f"{_fmt(noise)} for uniform noise (threshold {_fmt(threshold)}: the Gaussian fit + "
-                            f"{NLL_GAP_FRACTION:g} of the gap)")
+                            f"{_fmt(noise)} for uniform noise, not clearly better than noise (threshold "
+                            f"{_fmt(threshold)}: the Gaussian fit + {NLL_GAP_FRACTION:g} of the gap)")
 
     if n_bad == 0 and good.shape[0] >= 2 and not findings:  # the sampler check (the others explain a bad W2)
         from .metrics import sliced_wasserstein
@@ -264,7 +264,7 @@ def diagnose(task: Task, samples: Tensor, nll: Tensor | None) -> Diagnosis | Non
         ev.update(sliced_wasserstein=sw, gaussian_fit_sliced_wasserstein=sw_ref)
         if not sw <= SAMPLER_FACTOR * sw_ref:
             findings.append(f"poor sampler: the samples' sliced W2 to the test set is {sw:.3g}, "
-                            f"{sw / sw_ref:.3g}x that of a Gaussian fit's samples ({sw_ref:.3g}; threshold "
+                            f"{sw / sw_ref:.3g}x that of a Gaussian fit's samples ({sw_ref:.3g}, threshold "
                             f"{SAMPLER_FACTOR:g}x)")
     if not findings:
         return None
