@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .core import *  # noqa: F401,F403
-from .core import CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Claim, Inconclusive, NotRun, Verdict, select, time_to_reach  # noqa: F401
+from .core import (CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Cells, Claim, Inconclusive, NotRun,  # noqa: F401
+                   Verdict, fingerprints_for, registration, select, time_to_reach)
 from .ebflow import EBFLOW_CLAIMS
 from .energy import ENERGY_CLAIMS
 from .flowmc import FLOWMC_CLAIMS
@@ -26,12 +27,21 @@ def get_claim(key: str) -> Claim:
 
 
 def evaluate_claims(df: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
-    """One row per claim: ``claim, source, paper_value, our_value, verdict, note`` (:data:`CLAIM_COLUMNS`)."""
+    """One row per claim (:data:`CLAIM_COLUMNS`). A claim whose deciding cells ran under another rule, or
+    recorded none (:func:`registration`), reads :data:`RULE_CHANGED` in the ``verdict`` column and its rule is
+    not applied; otherwise the rule's verdict, with a note naming runs made from uncommitted code."""
     rows = []
     for c in claims:
+        reg = registration(c, df)
+        if reg.changed:
+            rows.append({"claim": c.key, "source": c.source, "paper_value": c.paper_value, "our_value": "",
+                         "verdict": RULE_CHANGED, "rule_fingerprint": c.fingerprint,
+                         "note": f"{reg.changed} {reg.dirty}".strip()})
+            continue
         v = c.evaluate(df)
         rows.append({"claim": c.key, "source": c.source, "paper_value": c.paper_value, "our_value": v.our_value,
-                     "verdict": v.verdict, "rule_fingerprint": c.fingerprint, "note": v.note})
+                     "verdict": v.verdict, "rule_fingerprint": c.fingerprint,
+                     "note": f"{v.note} {reg.dirty}".strip()})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -50,5 +60,6 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["Claim", "Verdict", "CLAIMS", "CLAIM_COLUMNS", "evaluate_claims", "claims_markdown", "get_claim",
-           "time_to_reach", "select", "NotRun", "Broken"]
+__all__ = ["Claim", "Cells", "Verdict", "CLAIMS", "CLAIM_COLUMNS", "RULE_CHANGED", "evaluate_claims",
+           "claims_markdown", "get_claim", "time_to_reach", "select", "fingerprints_for", "registration", "NotRun",
+           "Broken", "Inconclusive"]
