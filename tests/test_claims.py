@@ -312,7 +312,8 @@ def test_a_comparator_below_the_minimum_budget_leaves_the_claim_not_run():
     # today's default-report case: one ML flow long enough, the others short; they are not filtered away
     rows = [dict(r, budget=500) if r["method"] in ("mle-lu", "ebflow-ml") else r for r in _energy_all(0.12, 4.0)]
     v = _verdict("energy-flow-decorrelated", rows)
-    assert v.verdict == "not run" and "budget of only 500 steps" in v.note and "comparators included" in v.note
+    assert v.verdict == "not run" and "ebflow-ml on checkerboard (500)" in v.note and "comparators included" in v.note
+    assert "mle-lu on digits (500)" in v.note
     # a comparator missing altogether: not run too
     v = _verdict("energy-flow-decorrelated", [r for r in _energy_all(0.12, 4.0) if r["method"] != "mle-lu"])
     assert v.verdict == "not run" and "mle-lu" in v.note
@@ -354,7 +355,11 @@ def test_cells_too_short_to_decide_a_claim_leave_it_not_run():
         return [dict(r, budget=steps, steps_done=steps) for r in _mode_rows(4e-4, 1.3e-3)]
 
     short = _verdict("flowmc-mode-weights", rows(220))
-    assert short.verdict == "not run" and "budget of only 220 steps" in short.note and ">= 1500" in short.note
+    assert short.verdict == "not run" and "flowmc-ebm on mixture-4modes (220)" in short.note and ">= 1500" in short.note
+    # one of the two methods short (the comparator): not run too, never decided without it
+    half = [dict(r, budget=220) if r["method"] == "ula-ebm" else r for r in rows(3000)]
+    v = _verdict("flowmc-mode-weights", half)
+    assert v.verdict == "not run" and "ula-ebm on mixture-4modes (220)" in v.note
     failed_early = [dict(r, steps_done=7, cell_status="failed", reason="diverged at step 7") if r["method"] ==
                     "flowmc-ebm" else r for r in rows(3000)]
     broken = _verdict("flowmc-mode-weights", failed_early)  # a long budget that failed early is evidence

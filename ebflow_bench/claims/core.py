@@ -156,6 +156,9 @@ class Claim:
         """The rule's verdict on ``df`` (no pre-registration check: :func:`registration` does that)."""
         token = _MIN_STEPS.set(self.min_steps)
         try:
+            short = too_short(self, df)
+            if short:
+                raise NotRun(short)
             v = self.rule(df)
         except NotRun as e:
             return Verdict("not run", "", f"{e}. Decided by: {self.decided_by}.")
@@ -358,6 +361,28 @@ def still_improving(rows: pd.DataFrame, *, last: int = 3, rel: float = 0.002) ->
                 f"{what} ({_fmt(spread)})")
     return None
 
+
+
+def too_short(claim: "Claim", df: pd.DataFrame) -> str:
+    """'' or a sentence naming the deciding cells (``claim.cells``, comparators included) whose method and task
+    ran no cell of at least ``claim.min_steps`` steps: such a claim is ``not run``, never decided without them."""
+    if not claim.min_steps or claim.cells is None or df.empty or "method" not in df.columns:
+        return ""
+    col = "budget" if "budget" in df.columns else ("steps_done" if "steps_done" in df.columns else None)
+    dims = df["dim"] if "dim" in df.columns else pd.Series([None] * len(df), index=df.index)
+    sub = df[[claim.cells.matches(m, t, d) for m, t, d in zip(df["method"], df["task"], dims)]]
+    if sub.empty:
+        return ""
+    if col is None:
+        return f"the table records no step budget; this claim needs cells of >= {claim.min_steps} steps"
+    steps = pd.to_numeric(sub[col], errors="coerce").fillna(0)
+    longest = steps.groupby([sub["method"], sub["task"]]).max()
+    short = longest[longest < claim.min_steps]
+    if short.empty:
+        return ""
+    what = ", ".join(f"{m} on {t} ({int(b)})" for (m, t), b in short.items())
+    return (f"deciding cells ran too few steps: {what}; this claim needs cells of >= {claim.min_steps} steps (the "
+            "reproduce preset), comparators included")
 
 
 def require_seeds(rows: pd.DataFrame, n: int, what: str) -> None:
