@@ -109,6 +109,21 @@ def test_quality_claim():
     assert _verdict("ebflow-quality", _quality_rows(missing)).verdict == "not run"
 
 
+def test_quality_claim_on_a_curve_still_falling_is_inconclusive():
+    paper = {"ebflow-ml": 2.010, "ebflow-sml": 2.010, "ebflow-ssm": 2.011, "ebflow-dsm": 2.023, "ebflow-fdssm": 2.49}
+    rows = _quality_rows(paper)
+    for m, v in paper.items():
+        for s in (0, 1, 2):  # checkpoint curves; FDSSM still falling (2.90, 2.67, 2.56, 2.49: issue 21's MNIST-FC)
+            curve = [2.90, 2.67, 2.56, 2.49] if m == "ebflow-fdssm" else [v + 0.3, v, v, v]
+            rows += [_row(m, "mnist5k", "nll_at_time", c + 0.001 * s, dim=784, seed=s, hparams={"map": True},
+                          step=1500 * (k + 1)) for k, c in enumerate(curve)]
+    v = _verdict("ebflow-quality", rows)
+    assert v.verdict == "inconclusive" and "ebflow-fdssm still improving" in v.note and "fdssm 2.49" in v.our_value
+    flat = [dict(r, value=2.49) if r["method"] == "ebflow-fdssm" and r["metric"] == "nll_at_time" else r
+            for r in rows]
+    assert _verdict("ebflow-quality", flat).verdict == "not reproduced"  # converged, and 24% apart
+
+
 def test_degenerate_cells_are_evidence_not_missing():
     paper = {"ebflow-ml": 2.01, "ebflow-sml": 2.01, "ebflow-ssm": 2.01, "ebflow-dsm": 2.02, "ebflow-fdssm": 2.03}
     rows = _quality_rows(paper)

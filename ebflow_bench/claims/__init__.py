@@ -45,6 +45,55 @@ def evaluate_claims(df: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pd.
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+#: the columns of :func:`changed_verdicts`
+CHANGE_COLUMNS = ["claim", "previous", "now", "reason"]
+
+
+def read_claims_csv(path) -> pd.DataFrame | None:
+    """A previous ``claims.csv`` (None if absent or unreadable: the report then shows no changes)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (ValueError, OSError, pd.errors.ParserError):
+        return None
+
+
+def changed_verdicts(previous: pd.DataFrame | None, now: pd.DataFrame) -> pd.DataFrame:
+    """The claims whose verdict differs between a previous ``claims.csv`` and ``now`` (:data:`CHANGE_COLUMNS`),
+    each with its reason: ``rule changed`` (the rule's fingerprint differs, or the previous table had none),
+    ``setting changed`` (same rule, the claim's stated setting is not the one in the previous note), ``cells
+    rerun`` (same rule and setting: the evidence changed), ``new claim`` / ``claim removed``."""
+    if previous is None or "claim" not in previous.columns:
+        return pd.DataFrame(columns=CHANGE_COLUMNS)
+    by_key = {c.key: c for c in CLAIMS}
+    old = {str(r["claim"]): r for _, r in previous.iterrows()}
+    new = {str(r["claim"]): r for _, r in now.iterrows()}
+    out = []
+    for key, r in new.items():
+        if key not in old:
+            out.append([key, "", r["verdict"], "new claim"])
+            continue
+        o = old[key]
+        if str(o.get("verdict", "")) == str(r["verdict"]):
+            continue
+        fp_old, fp_new = str(o.get("rule_fingerprint", "") or ""), str(r.get("rule_fingerprint", "") or "")
+        c = by_key.get(key)
+        if fp_old != fp_new:
+            why = f"rule changed ({fp_old or 'no fingerprint'} -> {fp_new})"
+        elif (c is not None and c.setting and str(o.get("verdict", "")) in VERDICTS[:3]
+              and c.setting not in str(o.get("note", ""))):  # decided notes state the setting
+            why = "setting changed"
+        else:
+            why = f"cells rerun (ours: {o.get('our_value', '') or '-'} -> {r.get('our_value', '') or '-'})"
+        out.append([key, str(o.get("verdict", "")), str(r["verdict"]), why])
+    out += [[k, str(o.get("verdict", "")), "", "claim removed"] for k, o in old.items() if k not in new]
+    return pd.DataFrame(out, columns=CHANGE_COLUMNS)
+
+
 def claims_markdown(table: pd.DataFrame) -> str:
     """The report's Claims section body: a table of verdicts, then each claim's statement, values and note."""
     by_key = {c.key: c for c in CLAIMS}
@@ -61,5 +110,5 @@ def claims_markdown(table: pd.DataFrame) -> str:
 
 
 __all__ = ["Claim", "Cells", "Verdict", "CLAIMS", "CLAIM_COLUMNS", "RULE_CHANGED", "evaluate_claims",
-           "claims_markdown", "get_claim", "time_to_reach", "select", "fingerprints_for", "registration", "NotRun",
+           "claims_markdown", "changed_verdicts", "read_claims_csv", "get_claim", "time_to_reach", "select", "fingerprints_for", "registration", "NotRun",
            "Broken", "Inconclusive"]

@@ -23,11 +23,14 @@ def _with_map(h: dict) -> bool:
 def _converged(df: pd.DataFrame, methods, where, ours: str) -> None:
     """Raise :class:`Inconclusive` when a method's ``nll_at_time`` curve on mnist5k is still falling at its end
     beyond the seeds' spread (:func:`still_improving`): its final NLL is not the one the paper compares."""
+    falling = []
     for m in methods:
         rows = select(df, m, "mnist5k", "nll_at_time", where=where, allow_missing=True)
         why = still_improving(rows) if len(rows) else None
         if why:
-            raise Inconclusive(f"{m} {why}", our_value=ours)
+            falling.append(f"{m} {why}")
+    if falling:
+        raise Inconclusive("; ".join(falling), our_value=ours)
 
 
 def _rule_cost(df: pd.DataFrame) -> Verdict:
