@@ -118,3 +118,46 @@ def test_fingerprints_for_a_cell_spec():
     assert Cells(("a",), task_prefix="patches", dim_min=1024).matches("a", "patches32", 1024)
     assert not Cells(("a",), task_prefix="patches", dim_min=1024).matches("a", "patches32", 512)
     assert not Cells(("a",), task_prefix="patches").matches("a", "mnist5k", 784)
+
+
+def test_changed_verdicts_name_the_reason():
+    from ebflow_bench.claims import changed_verdicts, get_claim
+
+    c = get_claim("flowmc-mode-weights")
+    now = pd.DataFrame([
+        {"claim": c.key, "verdict": "inconclusive", "rule_fingerprint": c.fingerprint, "our_value": "b",
+         "note": c.setting},
+        {"claim": "flowmc-density", "verdict": "reproduced", "rule_fingerprint": "f2", "our_value": "x",
+         "note": "..."},
+        {"claim": "energy-flow-decorrelated", "verdict": "not run", "rule_fingerprint": "f3", "our_value": "",
+         "note": ""},
+        {"claim": "brand-new", "verdict": "not run", "rule_fingerprint": "f4", "our_value": "", "note": ""}])
+    prev = pd.DataFrame([
+        {"claim": c.key, "verdict": "reproduced", "rule_fingerprint": "old", "our_value": "a", "note": ""},
+        {"claim": "flowmc-density", "verdict": "not reproduced", "rule_fingerprint": "f2", "our_value": "y",
+         "note": get_claim("flowmc-density").setting},
+        {"claim": "energy-flow-decorrelated", "verdict": "not run", "rule_fingerprint": "f3", "our_value": "",
+         "note": ""},
+        {"claim": "gone", "verdict": "reproduced", "rule_fingerprint": "f5", "our_value": "", "note": ""}])
+    out = changed_verdicts(prev, now).set_index("claim")
+    assert list(out.columns) == ["previous", "now", "reason"]
+    assert out.loc[c.key, "reason"].startswith("rule changed (old ->")
+    assert tuple(out.loc[c.key, ["previous", "now"]]) == ("reproduced", "inconclusive")
+    assert out.loc["flowmc-density", "reason"] == "cells rerun (ours: y -> x)"
+    assert "energy-flow-decorrelated" not in out.index  # unchanged verdicts are not listed
+    assert out.loc["brand-new", "reason"] == "new claim" and out.loc["gone", "reason"] == "claim removed"
+    # a previous decided verdict whose note states another setting: the setting changed
+    prev.loc[1, "note"] = "Setting: 128 Langevin steps."
+    assert changed_verdicts(prev, now).set_index("claim").loc["flowmc-density", "reason"] == "setting changed"
+    assert changed_verdicts(None, now).empty
+
+
+def test_run_provenance_shows_every_sessions_commit_and_whether_clean():
+    from ebflow_bench.rundir import run_provenance
+
+    assert run_provenance({"commit": "abc", "sessions": [{"commit": "abc", "dirty": False}]}) == ("abc", "yes")
+    text, clean = run_provenance({"sessions": [{"commit": "abc"}, {"commit": "def+dirty"}]})
+    assert text == "abc, def+dirty" and clean == "no (session(s) 2 of 2)"
+    assert run_provenance({"commit": "abc+dirty", "sessions": [{"command": []}]}) == ("abc+dirty",
+                                                                                     "no (uncommitted changes)")
+    assert run_provenance({}) == ("unknown", "no (commit unknown)")
