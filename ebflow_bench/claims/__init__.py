@@ -11,7 +11,7 @@ import pandas as pd
 
 from .core import *  # noqa: F401,F403
 from .core import (CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Cells, Claim, Inconclusive, NotRun,  # noqa: F401
-                   Verdict, fingerprints_for, registration, select, time_to_reach)
+                   Verdict, fingerprints_for, registration, select, time_to_reach, too_short)
 from .ebflow import EBFLOW_CLAIMS
 from .energy import ENERGY_CLAIMS
 from .flowmc import FLOWMC_CLAIMS
@@ -29,11 +29,12 @@ def get_claim(key: str) -> Claim:
 def evaluate_claims(df: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
     """One row per claim (:data:`CLAIM_COLUMNS`). A claim whose deciding cells ran under another rule, or
     recorded none (:func:`registration`), reads :data:`RULE_CHANGED` in the ``verdict`` column and its rule is
-    not applied; otherwise the rule's verdict, with a note naming runs made from uncommitted code."""
+    not applied (unless a deciding method ran too few steps for any rule: ``not run``); otherwise the rule's
+    verdict, with a note naming runs made from uncommitted code."""
     rows = []
     for c in claims:
         reg = registration(c, df)
-        if reg.changed:
+        if reg.changed and not too_short(c, df):  # too short to decide under any rule: not run (below)
             rows.append({"claim": c.key, "source": c.source, "paper_value": c.paper_value, "our_value": "",
                          "verdict": RULE_CHANGED, "rule_fingerprint": c.fingerprint,
                          "note": f"{reg.changed} {reg.dirty}".strip()})

@@ -120,7 +120,8 @@ def _rule_map(df: pd.DataFrame) -> Verdict:
         raise NotRun(f"without MaP (hparam map=false): {e}") from None
     ratio = without[0] / with_map[0]
     ours = f"SSM bits/dim without MaP {without[0]:.3f}, with MaP {with_map[0]:.3f}: ratio {ratio:.2f}"
-    _converged(df, ("ebflow-ssm",), None, ours)
+    _converged(df, ("ebflow-ssm",), _with_map, ours)
+    _converged(df, ("ebflow-ssm",), lambda h: h.get("map") is False, ours)
     return Verdict("reproduced" if ratio >= 1.5 else "not reproduced", ours, "")
 
 
