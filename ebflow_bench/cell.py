@@ -142,6 +142,9 @@ class CellRecord:
     finished: str = ""
     diagnosis: dict[str, Any] | None = None
     traceback: str = ""
+    #: ``{claim key: rule fingerprint}`` of the claims this cell decides, as registered when its run's session
+    #: started (``claims.fingerprints_for``); empty for cells run before pre-registration
+    rule_fingerprints: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -150,6 +150,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _BadInput(f"run director{'y' if len(missing) == 1 else 'ies'} not found: {', '.join(missing)}")
     if args.asv_results and not Path(args.asv_results).is_dir():
         raise _BadInput(f"--asv-results {args.asv_results!r} is not a directory")
+    if args.previous_claims and not Path(args.previous_claims).is_file():
+        raise _BadInput(f"--previous-claims {args.previous_claims!r} is not a file")
     from .report import build_report
 
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
@@ -158,7 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                             asv_results=Path(args.asv_results) if args.asv_results else None,
                             command=" ".join(["ebflow-bench", *sys.argv[1:]]),
                             # several folders: the combined table (each cell once), so others can report beside it
-                            write_table=len(args.run_dirs) > 1)
+                            write_table=len(args.run_dirs) > 1, previous_claims=args.previous_claims)
     except ValueError as e:  # e.g. no finished cell in the folders
         raise _BadInput(str(e)) from None
     print(path)
@@ -377,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--out", help="output directory (default: RUN_DIR/report/ of the first run directory)")
     s.add_argument("--asv-results", help="asv results directory to include (e.g. results/asv)")
+    s.add_argument("--previous-claims", help="an earlier claims.csv: the Claims section lists the verdicts "
+                   "changed since (default: the claims.csv already in --out, read before it is overwritten)")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser(

@@ -15,7 +15,9 @@ recomputed. Columns (``COLUMNS``):
 - compute: ``step``, ``compute_s``, ``wall_s``: on ``nll_at_time`` rows the checkpoint's step and the training
   compute/wall seconds up to it; on every other row ``step`` is missing and ``compute_s``/``wall_s`` are the
   cell's training totals;
-- provenance: ``versions`` (JSON of library versions), ``commit``, ``timestamp``.
+- provenance: ``versions`` (JSON of library versions), ``commit`` (``+dirty``: uncommitted changes),
+  ``timestamp``, ``rule_fingerprints`` (JSON ``{claim: fingerprint}`` of the claims the cell decides, registered
+  when its run started; '' before pre-registration: see ``claims.registration``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .cell import CellRecord
 COLUMNS = ["run_id", "cell_id", "config_key", "method", "family", "objective", "task", "dim", "layers", "hparams",
            "data_seed", "train_seed", "budget", "steps_done", "threads", "metric", "value", "unit", "status", "reason",
            "cell_status", "cell_reason", "step", "compute_s", "wall_s", "n_params", "device", "versions", "commit",
-           "timestamp"]
+           "timestamp", "rule_fingerprints"]
 
 _DTYPES = {"dim": "Int64", "layers": "Int64", "data_seed": "Int64", "train_seed": "Int64", "budget": "Int64",
            "steps_done": "Int64", "threads": "Int64", "n_params": "Int64", "value": "float64", "step": "float64",
@@ -72,6 +74,7 @@ def rows_from_cell(record: dict[str, Any] | CellRecord) -> list[dict[str, Any]]:
         "threads": spec.threads, "cell_status": rec.status, "cell_reason": rec.reason, "n_params": rec.n_params,
         "device": spec.device,
         "versions": json.dumps(rec.versions, sort_keys=True), "commit": rec.commit, "timestamp": rec.finished,
+        "rule_fingerprints": json.dumps(rec.rule_fingerprints, sort_keys=True) if rec.rule_fingerprints else "",
     }
     out = []
     for r in rec.rows:

@@ -163,6 +163,22 @@ def align_device(run_dir: Path, requested: str) -> str:
 # --------------------------------------------------------------------------------------------------- lock
 
 
+def run_provenance(meta: dict[str, Any]) -> tuple[str, str]:
+    """``(commits, clean)`` of a run's ``meta.json`` for the report's Runs section: every session's commit in
+    order (a resumed run may span several), and ``yes`` iff every session ran from a clean, known commit (else
+    ``no`` naming the sessions from uncommitted code or of unknown commit). Runs from before sessions recorded
+    their commit fall back to the run's last ``commit``."""
+    sessions = [x for x in meta.get("sessions") or [] if isinstance(x, dict) and "commit" in x]
+    commits = [str(x.get("commit") or "") for x in sessions] or [str(meta.get("commit") or "")]
+    unclean = [i for i, c in enumerate(commits, 1) if not c or c == "unknown" or c.endswith("+dirty")]
+    text = ", ".join(dict.fromkeys(c or "unknown" for c in commits))
+    if not unclean:
+        return text, "yes"
+    if len(commits) == 1:
+        return text, "no (uncommitted changes)" if commits[0].endswith("+dirty") else "no (commit unknown)"
+    return text, f"no (session(s) {', '.join(map(str, unclean))} of {len(commits)})"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -354,6 +370,6 @@ def tidy_run_dir(run_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     return removed, moved
 
 
-__all__ = ["RunDirError", "RunDirExists", "RunDirLocked", "DamagedCellRecord", "RunLock", "resolve_run_dir",
+__all__ = ["run_provenance", "RunDirError", "RunDirExists", "RunDirLocked", "DamagedCellRecord", "RunLock", "resolve_run_dir",
            "check_run_dir", "read_matrix_doc", "align_device", "stored_device", "check_record", "load_record",
            "scan_cells", "read_cell_records", "tidy_run_dir", "REQUIRED_KEYS"]

@@ -90,16 +90,20 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """HEAD of the repository holding this package (``+dirty`` if the tree has changes), or '' outside git."""
+    """HEAD of the repository holding this package (``+dirty`` if tracked files have changes or an untracked
+    ``.py`` file lies in the code packages, which would run too), or '' outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
+        untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "ebflow",
+                                    "ebflow_bench", "baselines"], cwd=root, capture_output=True, text=True,
+                                   timeout=10).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return ""
-    return head + ("+dirty" if dirty else "")
+    return head + ("+dirty" if dirty or any(f.endswith(".py") for f in untracked) else "")
 
 
 def _now() -> str:
@@ -386,8 +390,10 @@ def _prepare_run_dir(run_dir: Path, matrix: Matrix, cell_ids: list[str]) -> None
 
 
 def _finish_record(record: dict[str, Any], samples: np.ndarray | None, run_dir: Path, run_id: str,
-                   commit: str) -> None:
-    record.update(run_id=run_id, commit=commit)
+                   commit: str, registered: dict[str, dict[str, str]]) -> None:
+    """Write a finished cell's record (and samples) with the session's commit and the fingerprints of the
+    claims the cell decides, as registered when the session started (``claims.fingerprints_for``)."""
+    record.update(run_id=run_id, commit=commit, rule_fingerprints=registered.get(record["cell_id"], {}))
     if samples is not None:
         tmp = run_dir / "samples" / f".{record['cell_id']}.tmp.npy"
         np.save(tmp, samples)
@@ -439,10 +445,16 @@ def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bo
         meta = {}
     commit = git_commit()
     started = _now()
+    # pre-registration: the claims' rules as they stand now, for the cells they decide (claims.registration)
+    from .claims import CLAIMS, fingerprints_for
+
+    registered = {c.cell_id: fingerprints_for(c, CLAIMS) for c in cells}
     meta.setdefault("run_id", f"{matrix.name}-{_dt.datetime.now():%Y%m%dT%H%M%S}")
     meta.setdefault("started", started)
-    meta.setdefault("sessions", []).append({"command": sys.argv, "started": started, "workers": workers,
-                                            "scheduler": scheduler, "resume": resume})
+    meta.setdefault("sessions", []).append({
+        "command": sys.argv, "started": started, "workers": workers, "scheduler": scheduler, "resume": resume,
+        "commit": commit, "dirty": commit.endswith("+dirty") or not commit,
+        "rule_fingerprints": dict(sorted({k: v for fps in registered.values() for k, v in fps.items()}.items()))})
     meta.update(matrix=matrix.name, versions=versions(), device=", ".join(sorted({c.device for c in cells})),
                 commit=commit, n_cells=len(cells), command=" ".join(sys.argv))
     write_json_atomic(meta_path, meta)
@@ -458,12 +470,12 @@ def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bo
         for c in todo:
             bar.set_postfix_str(f"{c.method} {c.task} D={c.dim}")
             rec, samples = run_cell(c)
-            _finish_record(rec, samples, run_dir, run_id, commit)
+            _finish_record(rec, samples, run_dir, run_id, commit, registered)
             bar.update()
     else:
         from .cluster import run_cells
 
-        run_cells(client, todo, lambda rec, samples: _finish_record(rec, samples, run_dir, run_id, commit),
+        run_cells(client, todo, lambda rec, samples: _finish_record(rec, samples, run_dir, run_id, commit, registered),
                   bar.update)
     bar.close()
 

@@ -433,7 +433,8 @@ def test_claims_csv_and_claims_section(report):
     assert v["ebflow-quality"] == "not run" and v["flowmc-mode-weights"] == "not run"
     # the fixture's budgets (50 steps) are too short to decide the energy-flow claim (>= 2000): not run, said so
     assert v["energy-flow-decorrelated"] == "not run"
-    assert "budget of only 50 steps" in claims.set_index("claim").loc["energy-flow-decorrelated", "note"]
+    assert "(50); this claim needs cells of >= 2000 steps" in claims.set_index("claim").loc[
+        "energy-flow-decorrelated", "note"]
     md = report.read_text()
     heads = [l for l in md.splitlines() if l.startswith("## ")]
     assert heads[:3] == ["## Summary", "## Claims", "## Runs"]  # summary first, claims near the top

@@ -69,12 +69,14 @@ def tables(run_dirs: list[str | Path] | str | Path) -> dict[str, pd.DataFrame]:
 
 def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *,
                  asv_results: str | Path | pd.DataFrame | None = None, command: str | None = None,
-                 write_table: bool = False) -> Path:
+                 write_table: bool = False, previous_claims: str | Path | None = None) -> Path:
     """Write report.md, report.html and figures/*.png for ``run_dirs`` into ``out_dir``; return report.md's path.
 
     ``asv_results`` is an asv results directory (read with ``ebflow_bench.asv_results.load_asv_results``) or the
     tidy table it returns. ``command`` is the command line that built the report (printed in the header). With
     ``write_table``, the table the report read (every cell once) is also written to ``results.parquet`` beside it.
+    ``previous_claims``: an earlier ``claims.csv`` (default: the one in ``out_dir``, read before it is
+    overwritten); the Claims section lists the verdicts changed since (``claims.changed_verdicts``).
     """
     from ..results import load_results
 
@@ -108,12 +110,15 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
         for old in d.glob(pattern):  # files of an earlier report must not linger beside this one
             old.unlink()
 
+    from ..claims import changed_verdicts, read_claims_csv
+
     claims = evaluate_claims_safely(df)
+    changes = changed_verdicts(read_claims_csv(previous_claims or out / "claims.csv"), claims)
     claims.to_csv(out / "claims.csv", index=False)
 
     blocks: list[Block] = []
     blocks += _summary(df, claims, _reproduce_commands(run_dirs, command))
-    blocks += _claims(claims)
+    blocks += _claims(claims, changes)
     blocks += _header(run_dirs, df)
     blocks += _tuning(df)
     if dup_notes:
@@ -173,18 +178,22 @@ def evaluate_claims_safely(df: pd.DataFrame) -> pd.DataFrame:
         except Exception as e:  # noqa: BLE001  (one broken rule must not sink the report)
             parts.append(pd.DataFrame([{"claim": c.key, "source": c.source, "paper_value": c.paper_value,
                                         "our_value": "", "verdict": "not run",
-                                        "note": f"rule could not be evaluated ({type(e).__name__}: {e})"}]))
+                                        "rule_fingerprint": c.fingerprint, "note": f"rule could not be evaluated ({type(e).__name__}: {e})"}]))
     return pd.concat(parts, ignore_index=True)[CLAIM_COLUMNS] if parts else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
-def _claims(claims: pd.DataFrame) -> list[Block]:
-    from ..claims import CLAIMS
+def _claims(claims: pd.DataFrame, changes: pd.DataFrame | None = None) -> list[Block]:
+    from ..claims import CLAIMS, RULE_CHANGED
 
     blocks: list[Block] = [Heading("Claims"), Para(
         "Each claim of the compared papers gets a verdict from a rule fixed in `ebflow_bench.claims` before the "
-        "runs (thresholds in each note): `reproduced`, `not reproduced` (with the evidence; cells that failed or "
-        "came out degenerate count as evidence), or `not run` (these run folders lack the cells that decide "
-        "it). The same rows are in `claims.csv` beside this report.")]
+        "runs (thresholds in each note): `reproduced`, `not reproduced` (with the evidence; cells of the method "
+        "under claim that failed or came out degenerate count as evidence), `inconclusive` (the reason in the "
+        "note: a curve still falling, a comparator that diverged, too few seeds) or `not run` (these run "
+        "folders lack a deciding cell, comparators included, or it ran too few steps). A run records the "
+        "fingerprint of each claim's rule when it starts; where a deciding cell ran under another rule, or "
+        f"before rules were recorded, the claim reads `{RULE_CHANGED}` instead of a verdict until its cells are "
+        "rerun. The same rows are in `claims.csv` beside this report.")]
     if claims.empty:
         return blocks + [Para("No claims registered.")]
     statement = {c.key: c.statement for c in CLAIMS}
@@ -193,6 +202,9 @@ def _claims(claims: pd.DataFrame) -> list[Block]:
                          for _, r in claims.iterrows()], name="claims"))
     blocks.append(Bullets([f"`{r['claim']}` ({r['verdict']}): {statement.get(r['claim'], '')} Source: "
                            f"{r['source']}. {r['note']}" for _, r in claims.iterrows()]))
+    if changes is not None and len(changes):
+        blocks += [Para("Verdicts changed since the previous results (`claims.csv` before this report):"),
+                   Table(list(changes.columns), changes.astype(str).values.tolist(), name="claims-changed")]
     return blocks
 
 
@@ -284,8 +296,10 @@ def _summary(df: pd.DataFrame, claims: pd.DataFrame, commands: list[str]) -> lis
         blocks.append(Para("No ranked quality entry in these runs."))
     if len(claims):
         counts = claims["verdict"].value_counts()
-        blocks.append(Para("Claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
-                                                  ("reproduced", "not reproduced", "not run")) + ": " +
+        from ..claims import RULE_CHANGED, VERDICTS
+
+        kinds = [*VERDICTS, *([RULE_CHANGED] if counts.get(RULE_CHANGED) else [])]
+        blocks.append(Para("Claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in kinds) + ": " +
                            "; ".join(f"`{r['claim']}` {r['verdict']}" for _, r in claims.iterrows()) +
                            " (section Claims; `claims.csv`)."))
     blocks += [Para("How to reproduce this report (the run(s), then this report; details under Runs):"),
@@ -334,6 +348,8 @@ def _reproduce_commands(run_dirs: list[Path], command: str | None) -> list[str]:
 
 
 def _header(run_dirs: list[Path], df: pd.DataFrame) -> list[Block]:
+    from ..rundir import run_provenance
+
     blocks: list[Block] = [Heading("Runs")]
     rows = []
     for d in run_dirs:
@@ -342,11 +358,12 @@ def _header(run_dirs: list[Path], df: pd.DataFrame) -> list[Block]:
         vtext = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if isinstance(versions, dict) \
             else str(versions)
         n_cells = df.loc[df["run_id"].eq(meta.get("run_id")), "cell_id"].nunique() if meta.get("run_id") else ""
-        rows.append([f"`{d}`", str(meta.get("run_id", "")), str(meta.get("commit", "")) or "unknown",
+        commits, clean = run_provenance(meta)
+        rows.append([f"`{d}`", str(meta.get("run_id", "")), commits, clean,
                      str(meta.get("device", "")) or "unknown", str(meta.get("started", "")),
                      str(meta.get("finished", "")), str(n_cells), vtext or "unknown"])
-    blocks.append(Table(["run dir", "run id", "commit", "device", "started", "finished", "cells", "versions"],
-                        rows, name="runs"))
+    blocks.append(Table(["run dir", "run id", "commit", "clean", "device", "started", "finished", "cells",
+                         "versions"], rows, name="runs"))
     devices = sorted(set(df["device"]) - {""})
     commits = sorted(set(df["commit"]) - {""})
     blocks.append(Para(f"Devices in the results table: {', '.join(devices) or 'unknown'}; commits: "
