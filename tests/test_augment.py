@@ -1,7 +1,8 @@
 """Task option augment="cifar": the official CIFAR-10 training augmentation per batch, from the cell's generator.
 
 The reference in these tests is written independently in numpy (edge padding, integer shift, crop, flips); the
-augmentation module itself was also checked once against torchvision's own ops on PIL images (docs/ARCHITECTURE.md, Tasks).
+augmentation module itself was also checked once against torchvision's own ops on PIL images
+(docs/ARCHITECTURE.md, Tasks).
 """
 
 import itertools
