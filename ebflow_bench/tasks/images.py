@@ -186,7 +186,7 @@ def _colour_region_patches(side: int, stride: int, test_rows: float
 
 def _proportional_order(labels: np.ndarray, gen: torch.Generator) -> np.ndarray:
     """A random permutation in which every prefix holds each label in proportion to its share of ``labels``
-    (within one item): members shuffled within their label, the r-th of a label's n members placed at
+    (to within two items, whatever the prefix's length): members shuffled within their label, the r-th of a label's n members placed at
     ``(r + o) / n`` with a random offset ``o`` per label (systematic sampling), positions sorted."""
     key = np.empty(len(labels), dtype=np.float64)
     for c in np.unique(labels):
