@@ -14,12 +14,12 @@ from .model import EBFlow
 __all__ = ["fully_connected", "cnn", "coupling", "toy2d"]
 
 
-def _interleave(linear: list[Layer], alpha: float) -> list[Layer]:
+def _interleave(linear: list[Layer], alpha: float, residual: bool = False) -> list[Layer]:
     """``linear[0], act, linear[1], act, ..., linear[-1]``: an activation between consecutive linear layers."""
     layers: list[Layer] = []
     for i, layer in enumerate(linear):
         if i:
-            layers.append(SmoothLeakyReLU(alpha))
+            layers.append(SmoothLeakyReLU(alpha, residual=residual))
         layers.append(layer)
     return layers
 
@@ -30,15 +30,17 @@ def _check_layers(num_layers: int) -> None:
 
 
 def fully_connected(dim: int, num_layers: int = 2, *, alpha: float = 0.3, neg_init: bool = True,
-                    bias: bool = True, init: str = "identity", bias_init: float = 1.0,
+                    bias: bool = True, init: str = "identity", bias_init: float = 1.0, residual: bool = False,
                     preprocessing: nn.Module | None = None) -> EBFlow:
     """``L`` dense ``D x D`` layers with a smooth leaky ReLU between consecutive ones (paper's FC model: L = 2).
 
-    Defaults follow EBFlow's MNIST configs: ``W = -I`` (``neg_init``), bias initialised to ones, alpha 0.3.
+    Defaults follow EBFlow's MNIST configs (``models/mnist/fc.py``): ``W = -I`` (``neg_init``), bias initialised
+    to ones, alpha 0.3. ``residual=True`` is the CIFAR-10 FC model (``models/cifar/fc.py``): the same dense
+    layers with the residual activation ``x + alpha x + (1 - alpha) softplus(x)`` between them.
     """
     _check_layers(num_layers)
     dense = [Dense(dim, bias=bias, init=init, neg_init=neg_init, bias_init=bias_init) for _ in range(num_layers)]
-    return EBFlow(_interleave(dense, alpha), (dim,), preprocessing)
+    return EBFlow(_interleave(dense, alpha, residual), (dim,), preprocessing)
 
 
 def cnn(shape: tuple[int, int, int], num_layers: int = 2, *, kernel_size: int = 3, alpha: float = 0.3,

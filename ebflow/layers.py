@@ -259,32 +259,43 @@ class Elementwise(Layer):
 class SmoothLeakyReLU(Elementwise):
     """Element-wise ``y = alpha x + (1 - alpha) softplus(x)``, ``dy/dx = alpha + (1 - alpha) sigmoid(x)``.
 
-    The slope lies in ``(alpha, 1)``, so the map is a bijection of R. The inverse has no closed form: it runs
-    Newton's method inside a bracket that provably contains the root (``|x - y| <= |y - g(y)| / alpha``) and
-    falls back to bisection whenever a Newton step leaves the bracket, until ``|g(x) - y|`` reaches the dtype's
-    tolerance. Derivatives share one sigmoid ``sig``: ``g'' = (1 - alpha) sig (1 - sig)``, third
-    ``g3 = g'' (1 - 2 sig)``, fourth ``g4 = g'' (1 - 6 sig + 6 sig^2)``; ``l' = g'' / g'``,
-    ``l'' = g3 / g' - l'^2``, ``l3 = g4 / g' - l' g3 / g' - 2 l' l''``.
+    With ``residual=True`` (EBFlow's CIFAR-10 FC model, ``models/cifar/fc.py``) the input is added back:
+    ``y = x + alpha x + (1 - alpha) softplus(x)``, slope ``1 + alpha + (1 - alpha) sigmoid(x)`` in
+    ``(1 + alpha, 2)``; the higher derivatives are those of the plain form (the ``+ x`` is linear).
+
+    The slope lies in ``(m, m + 1 - alpha)`` with ``m = alpha`` (plain) or ``1 + alpha`` (residual), so the
+    map is a bijection of R. The inverse has no closed form: it runs Newton's method inside a bracket that
+    provably contains the root (``|x - y| <= |y - g(y)| / m``) and falls back to bisection whenever a Newton
+    step leaves the bracket, until ``|g(x) - y|`` reaches the dtype's tolerance. Derivatives share one sigmoid
+    ``sig``: ``g'' = (1 - alpha) sig (1 - sig)``, third ``g3 = g'' (1 - 2 sig)``, fourth
+    ``g4 = g'' (1 - 6 sig + 6 sig^2)``; ``l' = g'' / g'``, ``l'' = g3 / g' - l'^2``,
+    ``l3 = g4 / g' - l' g3 / g' - 2 l' l''``.
     """
 
     max_order = 3
 
-    def __init__(self, alpha: float = 0.3, *, max_iter: int = 100) -> None:
+    def __init__(self, alpha: float = 0.3, *, residual: bool = False, max_iter: int = 100) -> None:
         super().__init__()
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"SmoothLeakyReLU: alpha must lie in (0, 1), got {alpha}")
         self.alpha = float(alpha)
+        self.residual = bool(residual)
+        #: the linear part's slope: alpha, plus 1 for the residual form (also the slope's lower bound)
+        self.linear_slope = self.alpha + (1.0 if self.residual else 0.0)
         self.max_iter = max_iter
 
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", residual=True" if self.residual else "")
+
     def _g(self, x: Tensor) -> Tensor:
-        return self.alpha * x + (1.0 - self.alpha) * F.softplus(x)
+        return self.linear_slope * x + (1.0 - self.alpha) * F.softplus(x)
 
     def _slope(self, x: Tensor) -> Tensor:
-        return self.alpha + (1.0 - self.alpha) * torch.sigmoid(x)
+        return self.linear_slope + (1.0 - self.alpha) * torch.sigmoid(x)
 
     def derivatives(self, x: Tensor, order: int = 0) -> tuple[Tensor, ...]:
         sig = torch.sigmoid(x)
-        g1 = self.alpha + (1.0 - self.alpha) * sig
+        g1 = self.linear_slope + (1.0 - self.alpha) * sig
         out: tuple[Tensor, ...] = (self._g(x), torch.log(g1))
         if order >= 1:
             g2 = (1.0 - self.alpha) * (sig - sig * sig)
@@ -303,9 +314,9 @@ class SmoothLeakyReLU(Elementwise):
     def inverse(self, y: Tensor) -> Tensor:
         tol = 1e-12 if y.dtype == torch.float64 else 1e-5
         with torch.no_grad():
-            # widened by 0.1%: the bound is tight where g is nearly linear (x << 0: root = y / alpha), and a
+            # widened by 0.1%: the bound is tight where g is nearly linear (x << 0: root = y / m), and a
             # Newton step that lands on it by rounding would be rejected for slow bisection
-            radius = (y - self._g(y)).abs() / self.alpha * 1.001 + tol
+            radius = (y - self._g(y)).abs() / self.linear_slope * 1.001 + tol
             lo, hi = y - radius, y + radius
             x = y.clone()
             for _ in range(self.max_iter):

@@ -167,7 +167,7 @@ def test_hparam_declarations_resolve_coerce_and_list_every_problem():
     assert sorted(e.value.problems) == sorted([
         f"unknown hyperparameter(s) ['batch']; known: {sorted(dsm.hparam_spec)}",
         "batch_size = -4: must be >= 1", "lr = 'fast': expected a number (float)", "std = -1.0: must be > 0",
-        "optimizer = 'sgd': must be one of ['adam', 'adamw', 'rmsprop']", "arch = 'rnn': must be one of ['fc', 'toy2d', 'cnn']",
+        "optimizer = 'sgd': must be one of ['adam', 'adamw', 'rmsprop']", "arch = 'rnn': must be one of ['fc', 'fc-residual', 'toy2d', 'cnn']",
         "ema_decay = 2.0: must be <= 1", "hidden = 2.5: expected an integer"])
     for name in available():  # every adapter declares every hyperparameter with a type, defaults consistent
         cls = get(name)
@@ -236,7 +236,8 @@ def test_image_adapters_work_in_pixel_space():
         assert bool(((s >= 0) & (s <= 1)).all())
 
 
-@pytest.mark.parametrize("arch,kind", [("toy2d", "flat"), ("cnn", "image"), ("fc", "image")])
+@pytest.mark.parametrize("arch,kind", [("toy2d", "flat"), ("cnn", "image"), ("fc", "image"),
+                                       ("fc-residual", "image"), ("fc-residual", "flat")])
 def test_ebflow_architectures_train_and_sample(arch, kind):
     task = TASKS[kind]
     adapter = _build("ebflow-ssm", task, arch=arch)

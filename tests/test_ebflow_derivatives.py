@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 ELEMENTWISE = [
     ("slrelu-0.3", lambda: L.SmoothLeakyReLU(0.3), lambda n: 4.0 * torch.randn(n)),
     ("slrelu-0.05", lambda: L.SmoothLeakyReLU(0.05), lambda n: 4.0 * torch.randn(n)),
+    ("slrelu-residual-0.3", lambda: L.SmoothLeakyReLU(0.3, residual=True), lambda n: 4.0 * torch.randn(n)),
     ("logit", lambda: L.Logit(1e-2), lambda n: torch.rand(n)),
     ("logit-0", lambda: L.Logit(0.0), lambda n: 0.02 + 0.96 * torch.rand(n)),
     ("logit-smooth-0.5", lambda: LogitTransform(1e-2, smoothness=0.5), lambda n: torch.rand(n)),
@@ -54,8 +55,8 @@ def test_elementwise_derivatives_gradcheck(name, make, draw):
 
 
 def _models():
-    def fc(num_layers):
-        return lambda: randomise(A.fully_connected(4, num_layers), 0.3)
+    def fc(num_layers, residual=False):
+        return lambda: randomise(A.fully_connected(4, num_layers, residual=residual), 0.3)
 
     def mixed():  # every explicit layer kind in one flow, Logit inside the model
         return randomise(ebflow.EBFlow([L.Logit(1e-2), L.Dense(4, init="orthogonal"), L.SmoothLeakyReLU(0.2),
@@ -73,7 +74,7 @@ def _models():
                          0.3)
 
     return [("fc1", fc(1)), ("fc2", fc(2)), ("fc3", fc(3)), ("mixed", mixed), ("cnn", cnn),
-            ("cnn-actnorm", cnn_actnorm), ("no-map", no_map)]
+            ("cnn-actnorm", cnn_actnorm), ("no-map", no_map), ("fc3-residual", fc(3, residual=True))]
 
 
 MODELS = _models()

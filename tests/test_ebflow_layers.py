@@ -24,6 +24,8 @@ def _cases():
         ("actnorm-image", lambda: randomise(L.ActNorm((2, 2, 2))), (2, 2, 2)),
         ("slrelu", lambda: L.SmoothLeakyReLU(0.3), (5,)),
         ("slrelu-image", lambda: L.SmoothLeakyReLU(0.1), (2, 2, 2)),
+        ("slrelu-residual", lambda: L.SmoothLeakyReLU(0.3, residual=True), (5,)),
+        ("slrelu-residual-image", lambda: L.SmoothLeakyReLU(0.05, residual=True), (2, 2, 2)),
         ("coupling", lambda: randomise(L.AffineCoupling(5, hidden=8, parity=1)), (5,)),
         ("coupling-image", lambda: randomise(L.AffineCoupling(8, hidden=8)), (2, 2, 2)),
         ("sigmoid", lambda: L.Sigmoid(1e-3), (5,)),
@@ -87,15 +89,29 @@ def test_conv_matrix_is_the_convolution():
     assert torch.allclose(y.reshape(5, -1), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_smooth_leaky_relu_inverse_on_wide_range(dtype, tol):
-    layer = L.SmoothLeakyReLU(0.3)
+def test_smooth_leaky_relu_inverse_on_wide_range(dtype, tol, residual):
+    layer = L.SmoothLeakyReLU(0.3, residual=residual)
     x = torch.linspace(-60, 60, 2001, dtype=dtype).reshape(-1, 1)
     y, _ = layer(x)
     assert torch.allclose(layer.inverse(y), x, atol=tol, rtol=tol)
-    # derivative matches alpha + (1 - alpha) sigmoid(x)
+    # derivative matches alpha + (1 - alpha) sigmoid(x) (+ 1 for the residual form)
     _, ld = layer(torch.tensor([[0.0]], dtype=dtype))
-    assert ld.item() == pytest.approx(math.log(0.3 + 0.7 * 0.5), abs=1e-6)
+    assert ld.item() == pytest.approx(math.log(residual + 0.3 + 0.7 * 0.5), abs=1e-6)
+
+
+def test_residual_smooth_leaky_relu_is_the_official_cifar_activation():
+    """``x + alpha x + (1 - alpha) log(1 + e^x)`` (models/cifar/fc.py: SmoothLeakyRelu(alpha, residual=True)),
+    i.e. the plain form plus the identity, with slope in (1 + alpha, 2)."""
+    x = torch.linspace(-30, 30, 601).reshape(-1, 1)
+    plain, res = L.SmoothLeakyReLU(0.3), L.SmoothLeakyReLU(0.3, residual=True)
+    lse = torch.logsumexp(torch.stack((torch.zeros_like(x), x)), dim=0)
+    assert torch.allclose(res(x)[0], x + 0.3 * x + 0.7 * lse, atol=1e-12)
+    assert torch.allclose(res(x)[0], plain(x)[0] + x, atol=1e-12)
+    slope = torch.exp(res.derivatives(x, 1)[1])
+    assert bool(((slope > 1.3) & (slope < 2.0)).all())
+    assert "residual=True" in repr(res) and "residual" not in repr(plain)
 
 
 def test_dense_inits():

@@ -31,6 +31,9 @@ def _models() -> dict[str, tuple[EBFlow, bool]]:
         "logit-first-nobias": (_perturbed(EBFlow([Logit(0.05), Dense(D), SmoothLeakyReLU(0.2),
                                                   Dense(D, bias=False)], D).double(), 3), True),
         "elementwise-last": (_perturbed(EBFlow([Dense(D), SmoothLeakyReLU(0.3)], D).double(), 4), False),
+        # the official CIFAR-10 FC model: residual activations x + alpha x + (1 - alpha) softplus(x)
+        "fc-residual-L2": (_perturbed(fully_connected(D, 2, residual=True).double(), 5), False),
+        "fc-residual-L3": (_perturbed(fully_connected(D, 3, residual=True).double(), 6), False),
     }
 
 
@@ -71,10 +74,11 @@ def test_fused_matches_autograd_path(name, second):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["fc-L2", "fc-residual-L3"])
 @pytest.mark.parametrize("second", [False, True])
-def test_fused_gradient_matches_finite_differences(second):
+def test_fused_gradient_matches_finite_differences(second, name):
     # gradcheck perturbs every parameter, u and v (float64 central differences) against the hand-written backward
-    model, _ = _models()["fc-L2"]
+    model, _ = _models()[name]
     u, v = _inputs(False, 1)
     layers = tuple(model.layers)
     # DenseSweep reads W and b from the layers; gradcheck perturbs its inputs in place, so pass those very tensors
@@ -89,9 +93,10 @@ def test_fused_gradient_matches_finite_differences(second):
     assert torch.autograd.gradcheck(direct, (uu, vv, *ps), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def test_objective_gradients_unchanged_by_fusion():
+@pytest.mark.parametrize("name", ["fc-L2", "fc-residual-L2"])
+def test_objective_gradients_unchanged_by_fusion(name):
     # the training objectives see the same loss and parameter gradient with the fused sweep as without
-    model, _ = _models()["fc-L2"]
+    model, _ = _models()[name]
     x = torch.randn(B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     for name, hp in [("dsm", dict(std=0.3, lam=0.1)), ("ssm", dict(slices=2, lam=0.1))]:
         res = []
@@ -111,6 +116,7 @@ def test_objective_gradients_unchanged_by_fusion():
 def test_third_derivatives_of_elementwise_layers():
     gen = torch.Generator().manual_seed(0)
     cases = [(SmoothLeakyReLU(0.3), 3 * torch.randn(64, generator=gen, dtype=torch.float64)),
+             (SmoothLeakyReLU(0.3, residual=True), 3 * torch.randn(64, generator=gen, dtype=torch.float64)),
              (Logit(0.05), torch.rand(64, generator=gen, dtype=torch.float64))]
     for layer, x in cases:
         x = x.requires_grad_(True)

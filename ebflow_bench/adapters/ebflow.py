@@ -7,7 +7,9 @@ architecture trained with exact log-dets" maximum-likelihood baseline. The loss 
 ``ebflow.objectives.get(objective)``; its noise is drawn from a generator seeded with the cell's seed.
 
 Architecture (hparam ``arch``): ``fc`` (default) is ``fully_connected(dim, layers)``, the paper's dense model,
-used on every task including 2-D toys (the dense model is the point of the comparison); ``toy2d`` is the paper's
+used on every task including 2-D toys (the dense model is the point of the comparison); ``fc-residual`` is the
+official CIFAR-10 FC model (``fully_connected(dim, layers, residual=True)``: the same dense layers with the
+residual smooth leaky ReLU ``x + alpha x + (1 - alpha) softplus(x)``), allowed wherever ``fc`` is; ``toy2d`` is the paper's
 toy model (``layers`` x [dense, affine coupling of width ``hidden``, ActNorm]); ``cnn`` (image tasks only)
 ``layers`` 3x3 convolutions. ``mle-lu`` accepts only ``fc``. On image tasks (``task.image_shape`` set, data in
 [0, 1]) the model gets the MaP logit preprocessing (``ebflow.preprocessing.LogitTransform``), as in the paper;
@@ -53,10 +55,14 @@ _NLL_CHUNK = 1024
 #: architectures: name -> builder(adapter) -> EBFlow
 _ARCHS: dict[str, Callable[["EBFlowAdapter"], EBFlow]] = {
     "fc": lambda a: fully_connected(a.dim, a.layers, preprocessing=a._preprocessing()),
+    "fc-residual": lambda a: fully_connected(a.dim, a.layers, residual=True, preprocessing=a._preprocessing()),
     "fc-lu": lambda a: fully_connected_lu(a.dim, a.layers, preprocessing=a._preprocessing()),
     "toy2d": lambda a: coupling(a.dim, a.layers, hidden=int(a.hparams["hidden"]), preprocessing=a._preprocessing()),
     "cnn": lambda a: cnn(a._image_shape("cnn"), a.layers, preprocessing=a._preprocessing()),
 }
+
+#: the architectures of the ``ebflow-*`` adapters (``mle-lu`` builds only ``fc-lu``)
+_ARCH_NAMES: tuple[str, ...] = ("fc", "fc-residual", "toy2d", "cnn")
 
 _COMMON: dict[str, HParam] = {
     "lr": positive(1e-3, "learning rate"),
@@ -106,7 +112,7 @@ class EBFlowAdapter(Adapter):
 
     family = "ebflow"
     #: the architectures this adapter may build
-    archs: ClassVar[tuple[str, ...]] = ("fc", "toy2d", "cnn")
+    archs: ClassVar[tuple[str, ...]] = _ARCH_NAMES
     objective_hparams: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -225,7 +231,7 @@ _GRIDS: dict[str, dict[str, tuple]] = {
 
 
 def _define(name: str, objective: str, objective_hparams: tuple[str, ...] = (), *,
-            family: str = "ebflow", archs: tuple[str, ...] = ("fc", "toy2d", "cnn"),
+            family: str = "ebflow", archs: tuple[str, ...] = _ARCH_NAMES,
             arch: str = "fc", **defaults: Any) -> type[EBFlowAdapter]:
     """Create and register the adapter class ``name`` for ``objective`` (``defaults`` override the declared
     defaults of ``_COMMON``, e.g. ``lr=3e-4``); its ``tune_grid`` is the objective's entry of ``_GRIDS``."""
