@@ -684,3 +684,17 @@ def test_config_labels_name_the_budget_where_only_it_differs():
                  "config_key": "u", "hparams": '{"lr": 0.01}'})
     labels = config_labels(pd.DataFrame(rows))
     assert labels == {"k3000": "flowmc-ebm [3000 steps]", "k12000": "flowmc-ebm [12000 steps]", "u": "ula-ebm"}
+
+
+def test_claims_section_lists_verdicts_changed_since_the_previous_claims_csv(run_dir, report, tmp_path):
+    prev = pd.read_csv(report.parent / "claims.csv", keep_default_na=False)
+    prev.loc[prev["claim"] == "flowmc-density", ["verdict", "rule_fingerprint"]] = ["reproduced", "0ld0ld0ld0ld"]
+    prev.to_csv(tmp_path / "old-claims.csv", index=False)
+    sec = _section(build_report([run_dir], tmp_path / "out", previous_claims=tmp_path / "old-claims.csv")
+                   .read_text(), "Claims")
+    assert "Verdicts changed since the previous results" in sec
+    line = next(l for l in sec.splitlines() if l.startswith("| flowmc-density"))
+    assert "reproduced" in line and "not run" in line and "rule changed (0ld0ld0ld0ld ->" in line
+    assert "ebflow-quality |" not in sec.split("Verdicts changed")[1]  # unchanged verdicts are not listed
+    runs = _section((tmp_path / "out" / "report.md").read_text(), "Runs")
+    assert "| commit | clean |" in runs and "| abc1234 | yes |" in runs  # the fixture run: one clean commit

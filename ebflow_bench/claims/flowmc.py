@@ -80,7 +80,9 @@ FLOWMC_CLAIMS: tuple[Claim, ...] = (
         "The paper's claim is about a working ULA-EBM mis-weighting modes: a ULA-EBM cell that failed, diverged "
         "or is flagged degenerate makes the claim inconclusive (unless flowMC-EBM already misses its bar), as "
         f"do fewer than {SEEDS} finished seeds of either method.",
-        _SETTING.format(steps=f"{MODE_STEPS:,}"),
+        _SETTING.format(steps=f"{MODE_STEPS:,}") + " For this extended example App. C lists 128 MCMC steps per "
+        "iteration as 1 i-SIR + 24 MALA steps; the suite runs the 1 + 127 of the 8 Gaussians/Rings runs, the "
+        "same 128-step count.",
         _rule_mode_weights, min_steps=MODE_STEPS,
         cells=Cells(("flowmc-ebm", "ula-ebm"), ("mixture-4modes",))),
     Claim(
