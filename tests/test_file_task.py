@@ -103,8 +103,12 @@ def test_matrix_runs_a_csv_without_dims_and_refuses_a_bad_one(files, capsys):
     m = _matrix(tmp, f'path = {json.dumps(str(tmp / "d.csv"))}\ncolumns = ["a", "b"]\nname = "ab"')
     (cell,) = validate(load_matrix(m))
     assert cell.dim == 2
-    assert main(["run", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 0
+    # the diagonal model ignores the strong a-b correlation: its NLL lies nearer uniform noise on the data's box
+    # than the full-covariance Gaussian fit, so the cell is diagnosed degenerate (exit code 4), with its numbers
+    assert main(["run", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 4
     df = load_results(tmp / "run")
+    assert (df["cell_status"] == "degenerate").all()
+    assert df["cell_reason"].iloc[0].startswith("NLL far worse than a Gaussian fit")
     nll = df.set_index("metric").loc["test_nll", "value"]
     # a diagonal Gaussian fitted to standardised data: NLL near its entropy, D/2 log(2 pi e) minus what the
     # strong a-b correlation (which the diagonal model ignores) would give; both bound it

@@ -129,7 +129,9 @@ def test_tune_picks_the_known_best_learning_rate(tmp_path):
     by_lr = {c.values["lr"]: c for c in res.candidates}
     assert by_lr[2.5].status == "degenerate" and "mass escapes" in by_lr[2.5].reason
     assert [lr for lr, c in by_lr.items() if c.chosen] == [1.0]
-    assert by_lr[1.0].nll < by_lr[0.1].nll < by_lr[0.01].nll
+    assert by_lr[1.0].nll < by_lr[0.1].nll
+    # lr = 0.01 stays 0.9 away with unit variance on data of radius 1.5: worse than uniform noise on the data's box
+    assert by_lr[0.01].status == "degenerate" and by_lr[0.01].reason.startswith("NLL far worse than a Gaussian fit")
     assert by_lr[0.01].is_default and by_lr[1.0].metric == "val_nll"
 
 
