@@ -79,6 +79,8 @@ class ApproxMLAdapter(Adapter):
 
     family = "approx-ml"
     archs: ClassVar[tuple[str, ...]] = ("fc",)
+    #: whether the exact NLL is a density only in so far as the learned inverse inverts the model (runner flag)
+    nll_needs_inverse: ClassVar[bool] = False
 
     @classmethod
     def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
@@ -264,6 +266,7 @@ class FreeFormFlowAdapter(ApproxMLAdapter):
     name = "free-form-flow"
     objective = "fff"
     archs = ("fc", "resnet")
+    nll_needs_inverse = True
     hparam_spec: ClassVar[dict[str, HParam]] = {
         **_COMMON, **_arch_hparam(("fc", "resnet")),
         "beta": positive(25.0, "reconstruction weight beta (official configs: 25 SBI, 10 DW4 and FIF, "
