@@ -14,11 +14,11 @@ free-form encoder, its full Jacobian per sample (:func:`.free_form.jacobian_log_
 """
 
 from .common import finite_mean
-from .free_form import ResidualNet, fff_loss, jacobian_log_prob, sample_v, volume_surrogate
+from .free_form import MirroredDense, ResidualNet, fff_loss, jacobian_log_prob, sample_v, volume_surrogate
 from .relative_gradient import RelativeDense, relative_fully_connected, relative_loss
 from .snf import SelfNormDense, snf_fully_connected, snf_loss
 
 __all__ = [
-    "ResidualNet", "RelativeDense", "SelfNormDense", "fff_loss", "finite_mean", "jacobian_log_prob",
+    "MirroredDense", "ResidualNet", "RelativeDense", "SelfNormDense", "fff_loss", "finite_mean", "jacobian_log_prob",
     "relative_fully_connected", "relative_loss", "sample_v", "snf_fully_connected", "snf_loss", "volume_surrogate",
 ]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ResidualNet", "fff_loss", "jacobian_log_prob", "sample_v", "volume_surrogate"]
+__all__ = ["MirroredDense", "ResidualNet", "fff_loss", "jacobian_log_prob", "sample_v", "volume_surrogate"]
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -101,3 +101,29 @@ class ResidualNet(nn.Module):
         for block in self.blocks:
             x = x + block(x)
         return x
+
+
+class MirroredDense(nn.Module):
+    """A decoder for EBFlow's FC encoder (``L`` dense layers, smooth leaky ReLU ``alpha`` between them): ``L``
+    dense ``D x D`` layers with the mirrored activation ``y / alpha + (1 - 1 / alpha) softplus(y)`` between them,
+    whose slope runs from ``1 / alpha`` (y -> -inf) to 1 (y -> +inf) as the inverse of the smooth leaky ReLU's
+    does (not its exact inverse, which has no closed form: the decoder stays free-form). Initialised to
+    ``W = I``, ``b = 0``, so that at the encoder's identity start ``g(f(x)) ~ x``."""
+
+    def __init__(self, dim: int, num_layers: int = 2, alpha: float = 0.3) -> None:
+        super().__init__()
+        if dim < 1 or num_layers < 1 or not 0.0 < alpha < 1.0:
+            raise ValueError(f"MirroredDense: dim, num_layers >= 1 and alpha in (0, 1), got {dim}, {num_layers}, "
+                             f"{alpha}")
+        self.alpha = float(alpha)
+        self.linears = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers))
+        for lin in self.linears:
+            nn.init.eye_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        for i, lin in enumerate(self.linears):
+            if i:
+                z = z / self.alpha + (1.0 - 1.0 / self.alpha) * nn.functional.softplus(z)
+            z = lin(z)
+        return z

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.approx_ml import (
-    ResidualNet, fff_loss, finite_mean, jacobian_log_prob, relative_fully_connected, relative_loss, sample_v,
+    MirroredDense, ResidualNet, fff_loss, finite_mean, jacobian_log_prob, relative_fully_connected, relative_loss, sample_v,
     snf_fully_connected, snf_loss,
 )
 from baselines.approx_ml.snf import SelfNormDense
@@ -277,10 +277,11 @@ class FreeFormFlowAdapter(ApproxMLAdapter):
 
     def build_model(self) -> EBFlow | None:
         if self.hparams["arch"] == "fc":
-            # identity start (W = I, b = 0) for both nets: the decoder then starts near the encoder's inverse
+            # identity start (W = I, b = 0) for both nets; the decoder mirrors the encoder's activation, so that it
+            # starts near the encoder's inverse
             encoder = fully_connected(self.dim, self.layers, neg_init=False, bias_init=0.0)
-            decoder = fully_connected(self.dim, self.layers, neg_init=False, bias_init=0.0)
-            self.encode, self.decode = _flow_map(encoder), _flow_map(decoder)
+            decoder = MirroredDense(self.dim, self.layers)
+            self.encode, self.decode = _flow_map(encoder), decoder
             self.nets = _FreeForm(encoder, decoder)
             return encoder  # an EBFlow: its exact log_prob (cached log-dets) is the encoder's change of variables
         hidden = int(self.hparams["hidden"])
