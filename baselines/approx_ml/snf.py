@@ -43,16 +43,17 @@ class _SelfNormLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, inv_weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, weight)
+        wx = F.linear(x, weight)
+        ctx.save_for_backward(x, weight, wx)  # W x without the bias: the backward's z
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, bias)
+        return wx if bias is None else wx + bias
 
     @staticmethod
     def backward(ctx, grad_z: Tensor):
-        x, weight = ctx.saved_tensors
+        x, weight, wx = ctx.saved_tensors
         grad_x = grad_z @ weight                          # delta_x = W^T delta_z (unhalved: both models use it)
         grad_w = 0.5 * grad_z.T @ x                       # 1/2 delta_z x^T
-        grad_r = -0.5 * grad_x.T @ (x @ weight.T)         # -1/2 delta_x z^T, z = W x without the bias
+        grad_r = -0.5 * grad_x.T @ wx                     # -1/2 delta_x z^T, z = W x without the bias
         grad_b = grad_z.sum(0) if ctx.has_bias else None
         return grad_x, grad_w, grad_r, grad_b
 
