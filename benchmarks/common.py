@@ -32,8 +32,11 @@ SEED = 0
 #: mini-batch of a timed step (the paper's FC batch size)
 STEP_BATCH = BATCH_SIZE
 
-#: dense-architecture methods timed per step (``ebflow-sml`` and ``mle-lu`` are the optional extras)
-STEP_METHODS = ["ebflow-ml", "ebflow-sml", "ebflow-ssm", "ebflow-dsm", "ebflow-fdssm", "mle-lu"]
+#: dense-architecture methods timed per step (``ebflow-sml`` and ``mle-lu`` are the optional extras; the
+#: determinant-free peers of family ``approx-ml`` on the same 2 x D x D model: ``free-form-flow`` trains an
+#: encoder and a decoder of that shape)
+STEP_METHODS = ["ebflow-ml", "ebflow-sml", "ebflow-ssm", "ebflow-dsm", "ebflow-fdssm", "mle-lu",
+                "snf", "relative-gradient", "free-form-flow"]
 #: D-sweep at fixed L: powers of two plus 1536 and 3072, so that the asymptotic range D >= 1024
 #: (``ebflow_bench.scaling.ASYMPTOTIC_MIN_DIM``) has 5 points and its t-interval 3 degrees of freedom
 D_SWEEP = [64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096]

@@ -77,6 +77,9 @@ MIN_MODE_ESS = 100
 MIN_LOG_Z_ESS = 100
 #: ... or below this fraction of the draws
 MIN_LOG_Z_ESS_FRACTION = 0.01
+#: a likelihood that rests on a learned inverse (free-form flows) is ``unreliable`` above this relative
+#: reconstruction error of that inverse on the test points (:func:`reconstruction_reliability`)
+MAX_RECONSTRUCTION_ERROR = 0.05
 
 DIRECTIONS = ("lower", "higher", "zero")
 NEEDS = frozenset({"samples", "nll", "density"})
@@ -226,6 +229,26 @@ def compute_metrics(task: Task, samples: Tensor, nll: Tensor | None, seed: int =
             row.update(status="failed", reason=f"{type(e).__name__}: {e}")
         rows.append(row)
     return rows
+
+
+def reconstruction_reliability(error: float) -> tuple[str, str]:
+    """``(status, reason)`` of the NLL rows of a method whose likelihood is the change of variables through an
+    encoder that is invertible only in so far as its learned decoder inverts it (free-form flows), given the
+    relative squared reconstruction error ``mean ||u - g(f(u))||^2 / mean ||u - mean u||^2`` on the test points:
+    ``("ok", "")``, or ``("unreliable", why)`` above ``MAX_RECONSTRUCTION_ERROR``.
+
+    Why: the encoder's change of variables is a density only when the encoder is a bijection; nothing in the
+    architecture makes it one, and the decoder's failure to invert it on the data is the visible sign that it is
+    not (it may fold space, counting mass twice), which makes the likelihood spurious (vislearn/FFF issues #8, #9).
+    5% of the data's variance left unexplained is a heuristic bar, not a proof either way.
+    """
+    if error is None or not math.isfinite(float(error)):
+        return "unreliable", f"the learned inverse's reconstruction error is not finite ({error!r})"
+    if error > MAX_RECONSTRUCTION_ERROR:
+        return ("unreliable", f"the learned inverse reconstructs test points with relative squared error "
+                              f"{float(error):.3g} > {MAX_RECONSTRUCTION_ERROR:g}: the encoder may not be invertible "
+                              f"and its likelihood may be spurious")
+    return "ok", ""
 
 
 def nll_reliability(ess: float, n: int) -> tuple[str, str]:
@@ -629,6 +652,10 @@ declare_metric("log_z_stderr", unit="nats", group="diagnostic", needs=("density"
                label="standard error of the importance-sampling log Z")
 declare_metric("log_z_ess", unit="samples", direction="higher", group="diagnostic", needs=("density",),
                label="effective sample size of the log Z importance weights")
+declare_metric("nonfinite_losses", unit="samples", group="diagnostic",
+               label="non-finite per-sample training losses (zeroed in the step, as the official code does)")
+declare_metric("reconstruction_error", unit="relative", group="diagnostic",
+               label="relative squared reconstruction error of the learned inverse on test points")
 declare_metric("step_time", unit="s", label="mean training-step wall time")
 declare_metric("train_time", unit="s", label="training wall time")
 declare_metric("peak_memory", unit="MiB", label="peak memory of the cell")

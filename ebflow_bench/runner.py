@@ -26,6 +26,11 @@ Measured, never used to stop (except the safety cap below):
   i.e. the cell's peak resident memory above what the process already held (the first cell of a process also
   pays for torch's lazy initialisation); where ``/proc`` is missing, the increase of ``ru_maxrss`` (a lower
   bound). ``log_z_stderr`` (nats) for adapters exposing it (EBMs whose NLL uses an estimated log Z).
+- ``nonfinite_losses`` (samples) for adapters that count the non-finite per-sample losses they zeroed
+  (attribute ``nonfinite_losses``), also when the cell fails in training; ``reconstruction_error`` (relative)
+  for adapters with a learned inverse (method ``reconstruction_error(test_x)``); where the likelihood rests on
+  that inverse (``nll_needs_inverse``: free-form flows) the NLL rows are flagged ``unreliable`` above
+  ``metrics.MAX_RECONSTRUCTION_ERROR`` (:func:`ebflow_bench.metrics.reconstruction_reliability`).
 
 ``spec.time_cap_s`` is a safety limit only: a cell whose training wall time reaches it stops, gets a checkpoint
 at that step and the status ``capped`` (reason: the step it stopped at). ``diagnostics.diagnose`` finding the
@@ -66,7 +71,7 @@ from .rundir import RunDirExists, RunLock, align_device, check_run_dir, resolve_
 
 #: metrics the runner records itself (all others come from ``metrics.compute_metrics``)
 TIMING_METRICS = ("step_time", "train_time", "peak_memory", "nll_at_time")
-RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr", "log_z_ess")
+RUNNER_METRICS = TIMING_METRICS + ("log_z_stderr", "log_z_ess", "nonfinite_losses", "reconstruction_error")
 #: samples kept on disk per cell
 MAX_SAVED_SAMPLES = 2000
 _NLL_CHUNK = 1024
@@ -222,6 +227,16 @@ class _Clock:
         return dt
 
 
+def _counter_rows(adapter) -> list[dict[str, Any]]:
+    """The ``nonfinite_losses`` row of an adapter that counts its non-finite per-sample losses (attribute
+    ``nonfinite_losses``; adapters without it record nothing)."""
+    n_bad = getattr(adapter, "nonfinite_losses", None)
+    if n_bad is None:
+        return []
+    return [{"metric": "nonfinite_losses", "value": float(n_bad), "unit": "samples", "status": "ok",
+             "reason": "zeroed in the training step" if n_bad else ""}]
+
+
 def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
     """Run one cell; return its record (``CellRecord.to_dict()``, without run-level fields) and up to 2000
     samples (or None).
@@ -246,6 +261,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     step = 0
     step_times: list[float] = []
     clock = _Clock(device)
+    adapter = None
     stage = "building the task"
     try:
         mem = _PeakMemory(device)
@@ -304,6 +320,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
             if capped:
                 break
         rows += _timing_rows(step_times, clock.wall_s)
+        rows += _counter_rows(adapter)
 
         stage = "evaluating"
         test_x = evaluation_rows(task, spec.eval.max_test)
@@ -327,6 +344,15 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
             rows.append({"metric": "log_z_stderr", "value": float(se), "unit": "nats",
                          "status": ("unavailable" if not math.isfinite(se) else nll_flag[0]),
                          "reason": "no log Z estimate" if not math.isfinite(se) else nll_flag[1]})
+        recon = getattr(adapter, "reconstruction_error", None)  # learned-inverse methods (approx-ml)
+        recon = recon(test_x) if recon is not None else None
+        if recon is not None:
+            rows.append({"metric": "reconstruction_error", "value": float(recon), "unit": "relative",
+                         "status": "ok" if math.isfinite(recon) else "failed"})
+            if getattr(adapter, "nll_needs_inverse", False) and nll is not None and nll_flag[0] == "ok":
+                from .metrics import reconstruction_reliability
+
+                nll_flag = reconstruction_reliability(recon)
         samples = adapter.sample(spec.eval.n_samples).detach().to("cpu", torch.float32)
         if samples.shape != (spec.eval.n_samples, spec.dim):
             raise CellFailure(f"sample() returned shape {tuple(samples.shape)}, expected "
@@ -346,7 +372,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
 
         metric_rows = [dict(r) for r in compute_metrics(task, samples, nll, seed=spec.train_seed,
                                                         density=adapter.density_fn())]
-        if nll_flag[0] != "ok":  # the NLL and everything read from it rest on a degenerate log Z estimate
+        if nll_flag[0] != "ok":  # the NLL rests on a degenerate log Z estimate or on a poor learned inverse
             for r in metric_rows:
                 if r["metric"] in LOG_Z_DERIVED and r["status"] == "ok":
                     r.update(status=nll_flag[0], reason=nll_flag[1])
@@ -363,7 +389,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         reason = str(e) if isinstance(e, CellFailure) else f"{where}: {type(e).__name__}: {e}"
         rec.status, rec.reason, rec.traceback = "failed", reason, traceback.format_exc(limit=8)
         if stage == "training":  # the steps that did run were timed
-            rows += _timing_rows(step_times, clock.wall_s)
+            rows += _timing_rows(step_times, clock.wall_s) + _counter_rows(adapter)
         rows.append({"metric": "test_nll", "value": math.nan, "unit": "nats", "status": "failed",
                      "reason": reason})
         samples_out = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,19 @@ import pandas as pd
 
 from .steptime import FLOOR_PREFIX, PLAIN, PLAIN_NOOPT
 
-__all__ = ["BASELINE", "ML", "MIN_FIT_POINTS", "tidy", "step_multiples", "crossover", "memory_table",
+__all__ = ["BASELINE", "DSM", "ML", "MIN_FIT_POINTS", "PEERS", "tidy", "step_multiples", "crossover", "memory_table",
            "report_tables", "to_markdown"]
 
 #: the peak-memory process that imports the suite and builds nothing (``PeakMemStep`` with method="baseline")
 BASELINE = "baseline"
 #: the maximum-likelihood step every crossover is measured against
 ML = "ebflow-ml"
+#: EBFlow's cheapest per-step objective, the second baseline of the determinant-free peers' crossovers
+DSM = "ebflow-dsm"
+#: determinant-free peers (family ``approx-ml``) compared with EBFlow beside its own objectives
+PEERS = ("snf", "relative-gradient", "free-form-flow")
+#: |slope| of log(t / t_baseline) on log D below which the ratio counts as flat (no fitted crossover)
+FLAT_SLOPE = 1e-9
 #: fewest valid D of a ratio curve for a fitted crossover (below it only the bracketing one is reported)
 MIN_FIT_POINTS = 5
 
@@ -106,12 +113,17 @@ def _times(t: pd.DataFrame, layers: int | None) -> pd.DataFrame:
     return s.pivot_table(index="dim", columns="method", values="value", aggfunc="mean")
 
 
+def _is_step(method: Any) -> bool:
+    """Whether ``method`` is a training step of a compared method (an EBFlow objective or a peer), not a floor."""
+    return str(method).startswith("ebflow-") or method in PEERS
+
+
 def _objective(method: str) -> str:
     return method.split("-", 1)[1] if method.startswith("ebflow-") else method
 
 
 def step_multiples(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = None) -> pd.DataFrame:
-    """Per D and objective step (every ``ebflow-*`` method): its time, the plain forward+backward's, its GEMM
+    """Per D and objective step (every ``ebflow-*`` method and each of :data:`PEERS`): its time, the plain forward+backward's, its GEMM
     floor's (NaN where no floor is defined, e.g. ML), and the multiples ``x_plain = step / plain`` (same
     optimizer update in both), ``x_fb = step / plain forward+backward without update``,
     ``x_floor = step / floor``, ``floor_x_plain = floor / plain``, ``vs_ml = ML step / step`` (the speed-up).
@@ -123,7 +135,7 @@ def step_multiples(df: pd.DataFrame, *, layers: int | None = 2, commit: str | No
     cols = ["dim", "method", "step_s", "plain_s", "floor_s", "x_plain", "x_fb", "x_floor", "floor_x_plain",
             "vs_ml"]
     rows = []
-    methods = [m for m in piv.columns if str(m).startswith("ebflow-")]
+    methods = [m for m in piv.columns if _is_step(m)]
     for d, r in piv.iterrows():
         plain = r.get(PLAIN, math.nan)
         fb = r.get(PLAIN_NOOPT, math.nan)
@@ -156,13 +168,16 @@ def _bracket(dims: np.ndarray, log_ratio: np.ndarray) -> float:
 
 
 def crossover(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = None,
-              baseline: str = ML, min_points: int = MIN_FIT_POINTS) -> pd.DataFrame:
-    """Per score-matching method: the D above which its step is cheaper than ``baseline``'s.
+              baseline: str = ML, min_points: int = MIN_FIT_POINTS,
+              methods: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per compared method (``methods``, default every ``ebflow-*`` one and each of :data:`PEERS`): the D above
+    which its step is cheaper than ``baseline``'s.
 
     ``crossover_d`` comes from the sweep itself (log-linear interpolation of ``log(t / t_ML)`` inside the last
     bracket where the sign changes; the smallest D when cheaper everywhere; NaN when not cheaper at the
     largest D). ``fit_d`` solves ``a + b log D = 0`` for an OLS fit of ``log(t / t_ML)`` on ``log D`` over all
-    D where both are valid, reported only with at least ``min_points`` D and a decreasing ratio (``b < 0``),
+    D where both are valid, reported only with at least ``min_points`` D and a decreasing ratio
+    (``b < -FLAT_SLOPE``; two steps of the same exponent never cross),
     else NaN. Columns: ``method, crossover_d, fit_d, slope, n, dims``.
     """
     piv = _times(tidy(df, commit), layers)
@@ -171,7 +186,7 @@ def crossover(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = 
         return pd.DataFrame(columns=cols)
     rows = []
     for m in piv.columns:
-        if m == baseline or not str(m).startswith("ebflow-"):
+        if m == baseline or not (_is_step(m) if methods is None else m in methods):
             continue
         pair = piv[[m, baseline]].dropna()
         pair = pair[(pair[m] > 0) & (pair[baseline] > 0)].sort_index()
@@ -184,8 +199,8 @@ def crossover(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = 
         if len(dims) >= min_points:
             b, a = np.polyfit(np.log(dims), lr, 1)
             row["slope"] = float(b)
-            if b < 0:
-                row["fit_d"] = float(math.exp(-a / b))
+            if b < -FLAT_SLOPE:  # a flat ratio (equal exponents) has no fitted crossing
+                row["fit_d"] = float(math.exp(min(-a / b, math.log(sys.float_info.max))))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -219,7 +234,8 @@ def memory_table(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None
 
 def report_tables(df: pd.DataFrame, *, layers: int | None = 2, commit: str | None = None) -> dict[str, pd.DataFrame]:
     """The report's step-cost tables: ``multiples`` (wide: one row per D, ``x_plain`` / ``x_floor`` /
-    ``vs_ml`` per objective), ``crossover`` and ``memory`` (wide: net MiB per method, and SM / ML)."""
+    ``vs_ml`` per objective), ``crossover`` (against ML), ``crossover_dsm`` (each of :data:`PEERS` against
+    EBFlow's DSM step) and ``memory`` (wide: net MiB per method, and SM / ML)."""
     mult = step_multiples(df, layers=layers, commit=commit)
     wide = pd.DataFrame()
     if not mult.empty:
@@ -235,7 +251,9 @@ def report_tables(df: pd.DataFrame, *, layers: int | None = 2, commit: str | Non
         mem_wide = mem.pivot(index="dim", columns="method", values="net_mib")
         mem_wide.columns = [f"{m.removeprefix('ebflow-')} MiB" for m in mem_wide.columns]
         mem_wide = mem_wide.reset_index()
-    return {"multiples": wide, "crossover": crossover(df, layers=layers, commit=commit), "memory": mem_wide}
+    return {"multiples": wide, "crossover": crossover(df, layers=layers, commit=commit),
+            "crossover_dsm": crossover(df, layers=layers, commit=commit, baseline=DSM, methods=PEERS),
+            "memory": mem_wide}
 
 
 def _cell(v: Any, digits: int) -> str:

@@ -21,7 +21,7 @@ BATCH = 32
 #: small sizes applied to whichever of these hyperparameters an adapter has (keeps the whole file fast)
 SMALL = {"hidden": 8, "flow_hidden": 8, "ebm_hidden": 16, "context": 4, "n_chains": 16, "n_is": 64,
          "n_proposals": 4, "sample_steps": 5, "ula_steps": 2, "mala_steps": 2, "batch_size": BATCH}
-FAMILIES = {"ebflow", "energy-flow", "flowmc-ebm", "mle-flow", "reference"}
+FAMILIES = {"approx-ml", "ebflow", "energy-flow", "flowmc-ebm", "mle-flow", "reference"}
 
 
 def _flat_task() -> Task:

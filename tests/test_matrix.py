@@ -111,7 +111,7 @@ def test_default_preset_has_every_family_on_a_common_task():
     assert set(m.methods) <= set(reg), sorted(set(m.methods) - set(reg))
     common = m.blocks[0]
     families = {reg[x].family for x in common.methods}
-    assert {"ebflow", "energy-flow", "flowmc-ebm", "mle-flow"} <= families
+    assert {"ebflow", "energy-flow", "flowmc-ebm", "mle-flow", "approx-ml"} <= families
     assert any(x.startswith("ebflow-") for x in common.methods)
     assert {"flowmc-ebm", "ula-ebm"} & set(common.methods)
     assert any(x.startswith("nflows-") for x in common.methods)

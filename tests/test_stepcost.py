@@ -117,7 +117,7 @@ def test_memory_net_of_baseline_and_report_tables():
     assert m.loc[(2048, "ebflow-dsm"), "x_ml"] == pytest.approx(0.5)
     assert m.loc[(256, "ebflow-ml"), "x_ml"] == pytest.approx(1.0)
     tables = stepcost.report_tables(df)
-    assert set(tables) == {"multiples", "crossover", "memory"}
+    assert set(tables) == {"multiples", "crossover", "crossover_dsm", "memory"}
     assert list(tables["memory"].columns) == ["dim", "dsm MiB", "ml MiB"]
     assert "dsm ML /" in tables["multiples"].columns
     md = stepcost.to_markdown(tables["crossover"])
@@ -177,3 +177,19 @@ def test_product_counts():
     assert product_counts("fdssm", 2, 100) == {("act", 300): 3, ("wgrad", 300): 2}
     with pytest.raises(ValueError, match="no floor"):
         product_counts("ml", 2)
+
+
+def test_peers_crossovers_against_ml_and_dsm():
+    """The determinant-free peers enter the multiples and both crossover tables (against ML and DSM)."""
+    df = _sweep(extra=[_asv_rows("snf", DIMS, [2e-6 * d**2 for d in DIMS]),
+                       _asv_rows("free-form-flow", DIMS, [8e-6 * d**2 for d in DIMS])])
+    vs_ml = stepcost.crossover(df).set_index("method")
+    # snf 2e-6 d^2 < 1e-9 d^3 from d = 2000; free-form-flow 8e-6 d^2 from 8000 (beyond the sweep, fitted)
+    assert vs_ml.loc["snf", "crossover_d"] == pytest.approx(2000, rel=1e-9)
+    assert math.isnan(vs_ml.loc["free-form-flow", "crossover_d"])
+    assert vs_ml.loc["free-form-flow", "fit_d"] == pytest.approx(8000, rel=1e-9)
+    vs_dsm = stepcost.report_tables(df)["crossover_dsm"].set_index("method")
+    assert set(vs_dsm.index) == {"snf", "free-form-flow"}  # only the peers, against DSM
+    assert vs_dsm.loc["snf", "crossover_d"] == 64  # half of DSM's cost at every D
+    assert math.isnan(vs_dsm.loc["free-form-flow", "crossover_d"])  # twice DSM's at every D
+    assert set(stepcost.step_multiples(df)["method"]) == {"ebflow-ml", "ebflow-dsm", "snf", "free-form-flow"}

@@ -13,6 +13,7 @@ ADAPTER_MODULES = (
     "ebflow_bench.adapters.flowmc",
     "ebflow_bench.adapters.libflows",
     "ebflow_bench.adapters.reference",
+    "ebflow_bench.adapters.approx_ml",
 )
 
 _loaded = False

@@ -146,7 +146,7 @@ def _infer_spec(defaults: dict[str, Any]) -> dict[str, HParam]:
 class Adapter(abc.ABC):
     #: registry key, e.g. "ebflow-ssm"
     name: ClassVar[str] = ""
-    #: method family: "ebflow", "energy-flow", "flowmc-ebm", "mle-flow"
+    #: method family: "ebflow", "energy-flow", "flowmc-ebm", "mle-flow", "approx-ml"
     family: ClassVar[str] = ""
     #: training objective, e.g. "ssm", "energy-score", "flowmc", "ula", "ml"
     objective: ClassVar[str] = ""

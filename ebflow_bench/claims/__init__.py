@@ -1,7 +1,8 @@
 """The papers' claims as data, each with a rule that turns a results table into a verdict.
 
 The machinery (:class:`Claim`, :class:`Verdict`, :func:`select` and the table helpers) lives in :mod:`.core`;
-the claims themselves are declared by paper: :mod:`.ebflow`, :mod:`.flowmc`, :mod:`.energy`. A new claim is
+the claims themselves are declared by paper: :mod:`.ebflow`, :mod:`.flowmc`, :mod:`.energy`, :mod:`.peers`
+(EBFlow against the determinant-free peers). A new claim is
 one entry in one of those modules (or a new module added to :data:`CLAIMS` here).
 """
 
@@ -15,8 +16,9 @@ from .core import (CLAIM_COLUMNS, RULE_CHANGED, VERDICTS, Broken, Cells, Claim, 
 from .ebflow import EBFLOW_CLAIMS
 from .energy import ENERGY_CLAIMS
 from .flowmc import FLOWMC_CLAIMS
+from .peers import PEERS_CLAIMS
 
-CLAIMS: tuple[Claim, ...] = EBFLOW_CLAIMS + FLOWMC_CLAIMS + ENERGY_CLAIMS
+CLAIMS: tuple[Claim, ...] = EBFLOW_CLAIMS + FLOWMC_CLAIMS + ENERGY_CLAIMS + PEERS_CLAIMS
 
 
 def get_claim(key: str) -> Claim:

@@ -768,6 +768,9 @@ def _asv_stepcost(asv: pd.DataFrame) -> list[Block]:
                       "objective's (> 1: faster than ML)."),
         "crossover": ("Crossover D: the smallest D of the sweep above which the objective's step is cheaper than "
                       "ML's (bracketed between two measured D; a fitted value only with >= 5 points)."),
+        "crossover_dsm": ("Crossover D of the determinant-free peers (snf, relative-gradient, free-form-flow) "
+                          "against EBFlow's DSM step: the smallest D above which the peer's step is cheaper "
+                          "than DSM's (NaN: not cheaper at the largest D)."),
         "memory": "Peak memory of one step (MiB) net of a process that only imported the libraries (asv "
                   "`PeakMemStep` baseline), per D.",
     }
