@@ -4,6 +4,9 @@ every table as LaTeX (booktabs) under ``out_dir/tables/`` and the claims' verdic
 
 Sections, in order:
 
+0. **At a glance**: per task family, a figure of final quality against training compute (each configuration's
+   point with its 95% t-interval, the Pareto front marked, ``truth`` and ``gaussian-fit`` as lines), and a
+   compact table of every configuration's rank per task with its status (``ranking``).
 1. **Summary** (readable in a minute): per task, the best configurations at equal compute (test NLL at the
    largest common compute point, ``tables.equal_compute``) and by final quality, as mean ± 95% t-interval over
    seeds (half-width t(0.975, n-1) s / sqrt(n); one seed: the value alone); the noise floor of each metric where
@@ -43,17 +46,19 @@ from pathlib import Path
 import pandas as pd
 
 from .doc import Block, Para, to_html, to_markdown, write_latex
+from .ranking import identify_tasks
 from .sections.asv import asv_section
 from .sections.claims import claims_section, evaluate_claims_safely
 from .sections.equal_compute import equal_compute_section
+from .sections.glance import glance_section
 from .sections.failures import failures_section
 from .sections.published import published_section
 from .sections.quality import quality_section, sm_vs_ml_section
 from .sections.runs import reproduce_commands, runs_section, tuning_section
 from .sections.samples import samples_section
 from .sections.scaling import scaling_section
-from .sections.summary import summary_section, t_halfwidth
-from .tables import equal_compute, failures, flagged, quality_stats, quality_table, speedup_table
+from .sections.summary import summary_section
+from .tables import equal_compute, failures, flagged, quality_stats, quality_table, speedup_table, t_halfwidth
 
 __all__ = ["build_report", "quality_table", "quality_stats", "failures", "speedup_table", "equal_compute", "tables",
            "evaluate_claims_safely", "t_halfwidth"]
@@ -66,7 +71,7 @@ def tables(run_dirs: list[str | Path] | str | Path) -> dict[str, pd.DataFrame]:
     equal_compute, failures, flagged (capped/degenerate cells). Cells repeated across run folders count once."""
     from ..results import load_results
 
-    df = load_results(run_dirs, dedupe=True)
+    df = identify_tasks(load_results(run_dirs, dedupe=True))
     return {"quality": quality_table(df), "quality_stats": quality_stats(df), "speedup": speedup_table(df),
             "equal_compute": equal_compute(df), "failures": failures(df), "flagged": flagged(df)}
 
@@ -112,10 +117,12 @@ def build_report(run_dirs: list[str | Path] | str | Path, out_dir: str | Path, *
         for old in d.glob(pattern):  # files of an earlier report must not linger beside this one
             old.unlink()
 
-    claims = evaluate_claims_safely(df)
+    claims = evaluate_claims_safely(df)  # on the registered task names the claims' rules know
     claims.to_csv(out / "claims.csv", index=False)
+    df = identify_tasks(df)  # from here on a task is the task with its data (a user's file: name @ hash)
 
     blocks: list[Block] = []
+    blocks += glance_section(df, fig_dir)
     blocks += summary_section(df, claims, reproduce_commands(run_dirs, command))
     blocks += claims_section(claims)
     blocks += runs_section(run_dirs, df)

@@ -138,7 +138,7 @@ def to_html(title: str, blocks: list[Block]) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "²": r"$^2$",
-                  "–": "--", "—": "---"}
+                  "–": "--", "—": "---", "†": r"\textdagger{}"}
 
 
 def latex_escape(text: str) -> str:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..doc import Block, Bullets, Heading, Para, Table
-from ..tables import comparable, fmt, quality_stats, step_times
+from ..tables import PM_NOTE, comparable, pm_text, quality_stats, step_times
 
 
 def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str) -> str:
@@ -32,8 +32,7 @@ def _ours(df: pd.DataFrame, stats: pd.DataFrame, table, method: str, metric: str
     flags = "".join(f" ({k}/{r['n_cells']} {f})" for f in ("failed", "capped", "degenerate")
                     for k in [int(r.get(f"n_{f}", 0))] if k)
     scale = float(r["dim"]) * math.log(2.0) if metric == "test_nll_discrete" else 1.0
-    mean, std = r["mean"] * scale, r["std"] * scale
-    return (fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, 2)}") + flags
+    return pm_text(r["mean"] * scale, r["std"] * scale, int(r["n_ok"])) + flags
 
 
 def _published_value(v) -> str:
@@ -67,6 +66,8 @@ def published_section(df: pd.DataFrame) -> list[Block]:
             rows.append([label + (f" (ours: `{m}`)" if m in our_methods else ""),
                          *[_published_value(v) for v in values], *ours])
         blocks += [Heading(t.title, 3), Para(f"Source: {t.source}. Metric: {t.metric}. Empty cells: not given "
-                                             f"by the paper, or not measured by these runs."),
+                                             f"by the paper, or not measured by these runs. Our entries: mean; "
+                                             f"{PM_NOTE}; the published ± is the paper's own (its source says "
+                                             "which)."),
                    Table(head, rows), Bullets(list(t.differences))]
     return blocks

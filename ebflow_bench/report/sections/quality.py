@@ -5,14 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from ..doc import Block, Bullets, Heading, Para, Table
-from ..tables import METRIC_LABELS, fmt, quality_stats, quality_table
+from ..tables import METRIC_LABELS, PM_NOTE, PM_SHORT, fmt, nll_scales, quality_stats, quality_table
 
 
 def quality_section(df: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading("Quality per task"),
                            Para("One row per configuration (cells alike in everything but their seeds); where one "
                                 "method appears with several configurations, its label names the hyperparameters "
-                                "that differ. Mean ± standard deviation over seeds (one value: a single seed). "
+                                "that differ. Entries: mean; " + PM_NOTE + ". NLLs are in nats per sample on the scale "
+                                "named in each table's heading (bits/dim: of the integer pixel values). "
                                 "Lower is better in every column (MMD^2, an unbiased estimate that can dip below "
                                 "zero: closer to zero); the best per task and column is **bold** (log Z stderr is "
                                 "not ranked). \"failed\": every seed of the configuration failed; \"n/a\": the "
@@ -24,17 +25,24 @@ def quality_section(df: pd.DataFrame) -> list[Block]:
     if stats.empty:
         return blocks + [Para("No quality metrics in these runs.")]
     text = quality_table(df, mark_best=True)
+    scales = nll_scales(df)
     for (task, dim), g in text.groupby(["task", "dim"], sort=True):
         metrics = list(stats.loc[stats["task"].eq(task) & stats["dim"].eq(dim), "metric"].unique())
         metrics = [m for m in METRIC_LABELS if m in metrics]
         multi = g["layers"].nunique() > 1 or g["steps"].nunique() > 1
-        head = ["method", *(["L", "steps"] if multi else []), *[METRIC_LABELS[m] for m in metrics]]
+        if multi:  # steps as numbers, not strings ("220" after "1900")
+            g = g.assign(_n=pd.to_numeric(g["steps"].astype(str).str.split("-").str[0], errors="coerce")) \
+                .sort_values(["method", "layers", "_n", "label"], kind="stable")
+        head = ["method", *(["L", "steps"] if multi else []),
+                *["test NLL (nats)" if m == "test_nll" else METRIC_LABELS[m] for m in metrics]]
         rows = [[r["label"], *([str(r["layers"]), str(r["steps"])] if multi else []), *[r[m] for m in metrics]]
                 for _, r in g.iterrows()]
         one = g.iloc[0]
         blocks += [Heading(f"{task} (D = {dim})" + ("" if multi else f", L = {one['layers']}, "
-                                                                      f"{one['steps']} steps"), 3),
-                   Table(head, rows)]
+                                                                      f"{one['steps']} steps"), 3)]
+        blocks.append(Para((f"NLL scale: {scales.get(task, '')}. " if "test_nll" in metrics else "") + PM_SHORT
+                           + "."))
+        blocks.append(Table(head, rows))
         s = stats[stats["task"].eq(task) & stats["dim"].eq(dim) & stats["reason"].ne("")]
         notes = sorted({f"{r['label']}: {r['reason']}" for _, r in s.iterrows()
                         if r["status"] == "failed" or r["n_failed"] or r["n_capped"] or r["n_degenerate"]}) + \
