@@ -27,6 +27,18 @@ def family_of(task_name: str) -> str:
     return FAMILY_TITLES.get(kind, kind or "other")
 
 
+def _unranked_note(points: pd.DataFrame, panels: list[tuple[str, int]]) -> str:
+    """" Not drawn: nflows-maf on iris (degenerate), ..." for the configurations of these panels that are not
+    ranked (references aside)."""
+    keys = set(panels)
+    bad = points[~points["status"].isin(["ok", "reference"])]
+    bad = bad[[(t, int(d)) in keys for t, d in zip(bad["task"], bad["dim"])]]
+    if bad.empty:
+        return ""
+    return " Not drawn: " + "; ".join(f"{r['label']} on {r['task']}" + (f" (D = {r['dim']})" if len(
+        {d for t, d in panels if t == r["task"]}) > 1 else "") + f" ({r['status']})" for _, r in bad.iterrows()) + "."
+
+
 def glance_section(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading("At a glance"), Para(
         "Which method wins where, and at what cost. Each task is judged on one criterion: its likelihood "
@@ -62,10 +74,13 @@ def glance_section(df: pd.DataFrame, fig_dir: Path) -> list[Block]:
         path = figures.glance(points, panels, titles, ylabels, f"{family}: quality against training compute",
                               fig_dir / f"glance_{slug}.png")
         nll_tasks = [t for t, d in panels if points.loc[points["task"].eq(t), "metric"].iloc[0] == "test_nll"]
-        scale_text = "; ".join(f"{t}: {scales[t]}" for t in dict.fromkeys(nll_tasks) if t in scales)
+        found = {t: scales[t] for t in dict.fromkeys(nll_tasks) if t in scales}
+        scale_text = (next(iter(found.values())) + " (every task)" if len(set(found.values())) == 1 else
+                      "; ".join(f"{t}: {s}" for t, s in found.items()))
         blocks.append(Figure(path, f"{family}: final quality against training compute per task (lower is "
                                    f"better; error bars: 95% t-intervals over seeds)."
-                                   + (f" NLL scale: {scale_text}." if scale_text else "")))
+                                   + (f" NLL scale: {scale_text}." if scale_text else "")
+                                   + _unranked_note(points, panels)))
     table = rank_table(points)
     crit = "; ".join(f"{t}" + (f" (D = {d})" if n_dims[t] > 1 else "") + f": {SHORT.get(m, m)}"
                      for (t, d), m in points.groupby(["task", "dim"])["metric"].first().items())
