@@ -189,6 +189,8 @@ def test_step_budgets_sorted_numerically_and_listed_once(tmp_path):
     for method, budget, nll in (("ebflow-ml", 1900, 3.0), ("ebflow-ml", 220, 3.6), ("ebflow-ml", 1100, 3.3),
                                 ("ebflow-dsm", 3000, 3.1), ("mle-lu", 1500, 3.2)):
         _cell(rows, method, "checkerboard", [("test_nll", nll), ("sliced_wasserstein", nll / 10)], budget=budget)
+    # a reference row's nominal budget trains nothing: not among the task's budgets
+    _cell(rows, "gaussian-fit", "checkerboard", [("test_nll", 4.0), ("sliced_wasserstein", 0.5)], budget=500)
     md = _report(tmp_path, rows)
     summary = _table(_section(md, "Summary"), "task")
     assert summary[0][0] == "checkerboard (D = 2, L = 2, 5 step budgets 220-3000)"

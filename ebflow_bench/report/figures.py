@@ -332,7 +332,7 @@ def image_grid(target: np.ndarray | None, samples: dict[str, np.ndarray | None],
 
 def asv_history(asv: pd.DataFrame, path: Path, max_panels: int = 9) -> Path:
     """Each benchmark's value per commit (commits in date order) relative to its value at the first commit that
-    measured it (1 = unchanged; log scale), one thin line per parameter set (method, task, D, L) in its method's
+    measured it (1 = unchanged), one thin line per parameter set (method, task, D, L) in its method's
     colour and marker; one legend for the figure, by method (the parameter sets of a method share its colour)."""
     order = asv.sort_values("date").drop_duplicates("commit")["commit"].tolist()
     pos = {c: i for i, c in enumerate(order)}
@@ -354,17 +354,10 @@ def asv_history(asv: pd.DataFrame, path: Path, max_panels: int = 9) -> Path:
                         linewidth=0.8, alpha=0.8)
             ticks = sorted(g["x"].unique())
             ax.set_xticks(ticks, [order[int(i)][:7] for i in ticks], rotation=45, ha="right")
-            ax.set_yscale("log")
-            from matplotlib.ticker import FuncFormatter
-
-            plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 1.2, not 1.2 x 10^0
-            lo, hi = ax.get_ylim()
-            ax.yaxis.set_major_formatter(plain)
-            # minor ticks labelled only on a narrow range (else they crowd): the major ones then suffice
-            ax.yaxis.set_minor_formatter(plain if hi / max(lo, 1e-300) < 2.5 else matplotlib.ticker.NullFormatter())
             ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":")
             ax.set(xlabel="commit", ylabel="value / value at first commit")
-            _fit_title(ax, str(bench).split(".", 1)[-1])
+            parts = str(bench).split(".")  # "bench_step.TimeStepD.time_step" -> "time_step (TimeStepD)"
+            _fit_title(ax, f"{parts[-1]} ({parts[-2]})" if len(parts) >= 2 else str(bench))
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=color_of(m), marker=marker_of(m), linewidth=1.2, label=m)

@@ -27,7 +27,10 @@ def asv_section(asv_results: str | Path | pd.DataFrame, fig_dir: Path) -> list[B
     asv = asv.assign(value=asv["value"].astype(float))
     blocks += _asv_scaling(asv, fig_dir)
     path = figures.asv_history(asv, fig_dir / "asv_history.png")
-    blocks.append(Figure(path, "asv benchmark values per commit (commits in date order)."))
+    blocks.append(Figure(path, "asv benchmark values per commit (commits in date order), each relative to its "
+                               "value at the first commit that measured it (1: unchanged; < 1: faster or smaller), "
+                               "one line per parameter set (task, D, L), coloured by method; absolute values in "
+                               "the table below."))
     from ...asv_results import history_table
 
     hist = history_table(asv)
