@@ -387,7 +387,7 @@ def validate(matrix: Matrix) -> list[CellSpec]:
 
     from .adapters.base import HParamError
     from .device import check_device
-    from .tasks import TaskUnavailable, available_tasks, get_task, task_dim
+    from .tasks import DATA_HASH_OPTION, TaskUnavailable, available_tasks, get_task, task_dim
 
     problems: list[str] = []
     try:
@@ -501,10 +501,13 @@ def validate(matrix: Matrix) -> list[CellSpec]:
             reason = _check(cls, task, c.dim, c.layers, hparams)
             if reason:
                 problems.append(f"impossible cell {c.method} on {c.task} (D={c.dim}, L={c.layers}): {reason}")
+        # a data file's content hash joins the spec: different data are different cells and tasks
+        sha = (task.options or {}).get(DATA_HASH_OPTION)
+        options = {**c.task_options, DATA_HASH_OPTION: sha} if sha else c.task_options
         spec = CellSpec(method=c.method, family=cls.family, objective=cls.objective, task=c.task, dim=c.dim,
                         layers=c.layers, hparams=hparams, data_seed=c.data_seed, train_seed=c.train_seed,
                         budget=c.budget, time_cap_s=None if c.time_cap_s is None else float(c.time_cap_s),
-                        device=device, threads=int(ev.threads), task_options=c.task_options, eval=ev.spec(),
+                        device=device, threads=int(ev.threads), task_options=options, eval=ev.spec(),
                         imports=tuple(matrix.imports))
         specs.setdefault(spec.cell_id, spec)
     if problems:

@@ -4,7 +4,9 @@ Every row carries its cell's contract, copied from the cell record (``ebflow_ben
 recomputed. Columns (``COLUMNS``):
 
 - identity: ``run_id``, ``cell_id`` (hash of the whole spec), ``config_key`` (hash of the spec without its
-  seeds: the cells of one configuration share it), ``method``, ``family``, ``objective``, ``task``, ``dim``,
+  seeds: the cells of one configuration share it), ``method``, ``family``, ``objective``, ``task``, ``task_id``
+  (the task with its data: ``tasks.task_identity``, e.g. ``file: wine_a @ 1a2b3c4d`` for a user's file; the
+  report groups by it; empty in tables written before it existed, read as ``task``), ``dim``,
   ``layers``, ``hparams`` (JSON of the resolved hyperparameters, sorted keys), ``data_seed``, ``train_seed``,
   ``budget`` (steps asked for), ``threads``, ``device``;
 - outcome: ``steps_done``, ``cell_status`` (the whole cell's: ``ok``, ``failed``, ``capped`` or
@@ -31,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from .cell import CellRecord
+from .tasks.base import task_identity
 
 COLUMNS = ["run_id", "cell_id", "config_key", "method", "family", "objective", "task", "dim", "layers", "hparams",
            "data_seed", "train_seed", "budget", "steps_done", "threads", "metric", "value", "unit", "status", "reason",
            "cell_status", "cell_reason", "step", "compute_s", "wall_s", "n_params", "device", "versions", "commit",
-           "timestamp", "rule_fingerprints"]
+           "timestamp", "rule_fingerprints", "task_id"]
 
 _DTYPES = {"dim": "Int64", "layers": "Int64", "data_seed": "Int64", "train_seed": "Int64", "budget": "Int64",
            "steps_done": "Int64", "threads": "Int64", "n_params": "Int64", "value": "float64", "step": "float64",
@@ -75,6 +78,7 @@ def rows_from_cell(record: dict[str, Any] | CellRecord) -> list[dict[str, Any]]:
         "device": spec.device,
         "versions": json.dumps(rec.versions, sort_keys=True), "commit": rec.commit, "timestamp": rec.finished,
         "rule_fingerprints": json.dumps(rec.rule_fingerprints, sort_keys=True) if rec.rule_fingerprints else "",
+        "task_id": task_identity(spec.task, spec.task_options),
     }
     out = []
     for r in rec.rows:
@@ -97,6 +101,7 @@ def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(t)
     for c in _STRINGS:
         df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    df["task_id"] = df["task_id"].where(df["task_id"].ne(""), df["task"])  # tables written before the column
     return df
 
 

@@ -138,7 +138,7 @@ def to_html(title: str, blocks: list[Block]) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "²": r"$^2$",
-                  "–": "--", "—": "---"}
+                  "–": "--", "—": "---", "†": r"\textdagger{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -180,3 +180,23 @@ def table_latex(table: Table, caption: str = "") -> str:
         lines.append(" & ".join(cells[:ncol]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "table"
+
+
+def write_latex(blocks: list[Block], tex_dir: Path) -> None:
+    """Write every table of ``blocks`` to ``tex_dir/NN-<name>.tex`` (booktabs) and point the table at it."""
+    heads: dict[int, str] = {}
+    n = 0
+    for b in blocks:
+        if isinstance(b, Heading):
+            heads = {k: v for k, v in heads.items() if k < b.level}
+            heads[b.level] = b.text
+        elif isinstance(b, Table):
+            n += 1
+            where = " / ".join(heads[k] for k in sorted(heads))
+            name = f"{n:02d}-{_slug(b.name or where)}.tex"
+            (tex_dir / name).write_text(table_latex(b, caption=where))
+            b.latex = f"{tex_dir.name}/{name}"

@@ -8,8 +8,9 @@ Choices made here:
   settings, threads, time cap).
 - A cell's status is its ``cell_status`` column (``ok``, ``failed``, ``capped``, ``degenerate``), as recorded
   by the runner; nothing is re-derived from the rows. A failed cell's quality metrics are shown as ``failed``.
-- Quality entries are mean ± sample standard deviation (ddof = 1) over the cells of a configuration that did not
-  fail, i.e. over seeds; one cell gives the value alone. When some seeds failed, the entry is the statistic of
+- Quality entries are mean ± the half-width of the 95% t-interval of the mean (:data:`PM_NOTE`: the one meaning of
+  "±" in every table and figure of the report) over the cells of a configuration that did not fail, i.e. over
+  seeds; one cell gives the value alone. ``quality_stats`` keeps the sample standard deviation (ddof = 1). When some seeds failed, the entry is the statistic of
   the others followed by "(k/n failed)". Entries that include ``capped`` or ``degenerate`` cells are marked so
   ("(k/n capped)", "(k/n degenerate)") and are never ranked best.
 - A metric with no ok value and no failed cell is ``n/a`` (unavailable for that method, e.g. the NLL of an EBM
@@ -22,8 +23,9 @@ Choices made here:
   ``diagnostic`` metrics (``log_z_stderr``, ``log_z_ess``, ...) are shown but not ranked.
 - Equal compute (:func:`equal_compute`): each ``ok`` cell's checkpoint curve (test NLL on the checkpoint test
   points against training compute seconds) is linearly interpolated at common compute points C; a
-  configuration's entry at C is the mean over its cells, and only where C lies inside every one of those cells'
-  measured range (no extrapolation: blank otherwise).
+  configuration's entry at C is the mean over its cells. A cell that finished training before C counts there
+  with its final checkpoint (its model does not change after it stopped: ``finished`` marks such entries); a C
+  before a cell's first checkpoint gives a blank (no extrapolation backwards).
 - Step time is analysed per task (a step's cost depends on the task's batch and model, not only on D and L):
   entries average the ok ``step_time`` rows (each a cell's median step time) of (task, method, dim, layers)
   over seeds, of cells that finished ``ok`` (:func:`comparable`: a failed cell's few timed steps, e.g. a single
@@ -73,6 +75,30 @@ REFERENCE_METHODS = frozenset({"truth", "gaussian-fit"})
 REFERENCE_FAMILY = "reference"
 
 
+def nll_scale(task_name: str, has_bpd: bool) -> str:
+    """The scale an NLL of ``task_name`` is in (every NLL of the report says which): nats per sample of the data as
+    the task gives it to the models, which for dequantized images is the [0, 1]-scaled data (bits/dim are of the
+    integer pixel values instead), for tables the standardised data."""
+    from ..tasks import task_kind
+
+    if has_bpd:
+        return "nats per sample of the dequantized pixels scaled to [0, 1]; bits/dim: of the integer pixel values"
+    kind = task_kind(task_name)
+    if task_name == "file" or kind == "tabular":
+        return "nats per sample of the standardised data" + (" (unless the file task was run with standardise "
+                                                             "= false)" if task_name == "file" else "")
+    return "nats per sample, in the task's own coordinates"
+
+
+def nll_scales(df: pd.DataFrame) -> dict[str, str]:
+    """task (as the report names it) -> :func:`nll_scale` of its NLLs; ``task_name`` (the registered name) is
+    read where the table has it (``ranking.identify_tasks``)."""
+    names = df["task_name"] if "task_name" in df.columns else df["task"]
+    bpd = set(df.loc[df["metric"].eq("test_bpd"), "task"])
+    return {task: nll_scale(str(name), task in bpd)
+            for task, name in dict(zip(df["task"], names)).items()}
+
+
 def is_reference(method: str, family: str = "") -> bool:
     """Whether a method is a reference row (:data:`REFERENCE_METHODS` or family ``reference``), never ranked."""
     return method in REFERENCE_METHODS or family == REFERENCE_FAMILY
@@ -89,6 +115,32 @@ def fmt(x: float, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.{digits}g}"
+
+
+#: the one meaning of "±" in the report, stated beside every table and figure that shows one
+PM_NOTE = ("± is the half-width of the 95% t-interval of the mean over seeds (t(0.975, n-1) s / sqrt(n), s the "
+           "sample standard deviation of n seeds); one seed: the value alone")
+
+
+#: the same, short, for the note beside each table
+PM_SHORT = "±: the 95% t-interval of the mean over seeds"
+
+
+def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the two-sided t-interval of a mean of ``n`` values with sample std ``std`` (NaN if n < 2)."""
+    from scipy import stats as st
+
+    if n < 2 or std is None or not math.isfinite(std):
+        return math.nan
+    return float(st.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+
+
+def pm_text(mean: float, std: float, n: int, *, show_n: bool = False) -> str:
+    """"mean ± h" with h the 95% t-interval's half-width (:data:`PM_NOTE`); the mean alone for one value."""
+    h = t_halfwidth(std, n)
+    if math.isnan(h):
+        return fmt(mean)
+    return f"{fmt(mean)} ± {fmt(h, 2)}" + (f" (n={n})" if show_n else "")
 
 
 def _keyed(df: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +256,7 @@ def _entry(r: pd.Series) -> str:
         return "failed"
     if r["status"] != "ok":
         return "n/a"
-    text = fmt(r["mean"]) if math.isnan(r["std"]) else f"{fmt(r['mean'])} ± {fmt(r['std'], 2)}"
+    text = pm_text(r["mean"], r["std"], int(r["n_ok"]))
     for flag in ("failed", *FLAGS):
         k = r.get(f"n_{flag}", 0)
         if k:
@@ -393,22 +445,27 @@ def equal_compute(df: pd.DataFrame, n_points: int = 4) -> pd.DataFrame:
     """Test NLL at common compute points, per task, D and configuration (module docstring: equal compute).
 
     Long format: task, dim, label, method, config_key, compute_s (the point C), nll (mean over the
-    configuration's ok cells; NaN where C is outside any of their measured ranges), nll_std (sample standard
-    deviation over those cells, ddof = 1; NaN with one cell), n_cells."""
+    configuration's ok cells; NaN where C lies before the first checkpoint of any of them), nll_std (sample
+    standard deviation over those cells, ddof = 1; NaN with one cell), n_cells, finished (some cell had
+    finished training before C and counts with its final checkpoint), final_s (the latest compute at which one
+    of the configuration's cells stopped, s)."""
     t = nll_at_time(df)
-    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "nll_std", "n_cells"]
+    cols = ["task", "dim", "label", "method", "config_key", "compute_s", "nll", "nll_std", "n_cells", "finished",
+            "final_s"]
     out = []
     for (task, dim), g in t.groupby(["task", "dim"], sort=True):
         points = compute_points(g, n_points)
         for (label, method, key), h in g.groupby(["label", "method", "config_key"], sort=True):
             cells = [c.sort_values("compute_s") for _, c in h.groupby("cell_id")]
+            final_s = max(float(c["compute_s"].iloc[-1]) for c in cells)
             for p in points:
-                inside = [c for c in cells if c["compute_s"].iloc[0] <= p <= c["compute_s"].iloc[-1]]
+                started = all(c["compute_s"].iloc[0] <= p for c in cells)
+                # np.interp holds the last value beyond the last checkpoint: a finished model's final NLL
                 vals = [np.interp(p, c["compute_s"], c["value"]) for c in cells]
-                full = len(inside) == len(cells)
-                v = float(np.mean(vals)) if full else np.nan
-                sd = float(np.std(vals, ddof=1)) if full and len(vals) > 1 else np.nan
-                out.append([task, int(dim), label, method, key, p, v, sd, len(cells)])
+                done = started and any(p > c["compute_s"].iloc[-1] for c in cells)
+                v = float(np.mean(vals)) if started else np.nan
+                sd = float(np.std(vals, ddof=1)) if started and len(vals) > 1 else np.nan
+                out.append([task, int(dim), label, method, key, p, v, sd, len(cells), bool(done), final_s])
     return pd.DataFrame(out, columns=cols)
 
 

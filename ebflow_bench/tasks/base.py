@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -182,6 +183,30 @@ def register_task(name: str, dim: int | None = None, dim_of: Callable[..., int] 
 
 def available_tasks() -> list[str]:
     return sorted(_TASKS)
+
+
+def task_kind(name: str) -> str:
+    """The kind of data of a registered task: the last part of the module its factory is defined in (``toys``,
+    ``gaussians``, ``images``, ``tabular``; a plugin's own module name otherwise); "" for an unknown task."""
+    fn = _TASKS.get(name)
+    return str(getattr(fn, "__module__", "") or "").rsplit(".", 1)[-1] if fn is not None else ""
+
+
+#: the task option that pins a data file's content (``file`` tasks): the hex SHA-256 of its bytes
+DATA_HASH_OPTION = "sha256"
+
+
+def task_identity(name: str, options: dict | None = None) -> str:
+    """The task as results and reports name it: its registered name, and for a task whose data is a user's file
+    (options ``path``/``name``/:data:`DATA_HASH_OPTION`) also the data's label and the first 8 hex digits of its
+    content hash, so that two different files never share a name: ``file: wine_a @ 1a2b3c4d``."""
+    options = options or {}
+    sha = str(options.get(DATA_HASH_OPTION) or "")
+    label = str(options.get("name") or (Path(str(options["path"])).stem if options.get("path") else ""))
+    if not sha and not label:
+        return name
+    text = f"{name}: {label}" if label and label != name else name
+    return f"{text} @ {sha[:8]}" if sha else text
 
 
 def task_dim(name: str, options: dict | None = None) -> int | None:

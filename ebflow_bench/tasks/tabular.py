@@ -171,6 +171,17 @@ def _selected(p: Path, columns) -> list:
     return list(columns)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a data file's bytes (a ``file`` task's :data:`DATA_HASH_OPTION`)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_task_dim(path=None, columns=None, **_ignored) -> int:
     """D of a ``file`` task: the number of (selected) columns."""
     return len(_selected(_file_path(path), columns))
@@ -197,15 +208,23 @@ def _read_numeric(p: Path, columns: list) -> np.ndarray:
 
 @register_task("file", dim_of=file_task_dim)
 def file_task(dim: int | None = None, seed: int = 0, path: str | None = None, columns: list | None = None,
-              test_fraction: float = 0.2, standardise: bool = True, name: str | None = None) -> Task:
+              test_fraction: float = 0.2, standardise: bool = True, name: str | None = None,
+              sha256: str | None = None) -> Task:
     """Your own data: rows of an ``.npy`` array [N, D], a ``.csv`` file with a header line, or a ``.parquet``
     file, optionally only ``columns`` (names; indices for .npy). A random ``test_fraction`` of the rows (drawn
     with ``seed``, the cell's data seed) is the test set, the rest the training set. With ``standardise`` (the
     default) every column is shifted and scaled by the *training* split's mean and standard deviation, so test
     data never leaks into the preprocessing; NLLs are then in the standardised space. ``name`` labels the data
-    in descriptions (default: the file's stem). Missing files, non-numeric columns, NaN/inf values, constant
-    columns and too few rows are refused with the reason."""
+    in descriptions (default: the file's stem). ``sha256`` pins the file's content (the matrix records it in
+    every cell's spec, so the data are part of the cells' identity and a file changed since is refused rather
+    than mixed in); the task's options carry the hash either way. Missing files, non-numeric columns, NaN/inf
+    values, constant columns and too few rows are refused with the reason."""
     p = _file_path(path)
+    digest = file_sha256(p)
+    if sha256 is not None and str(sha256).lower() != digest:
+        raise ValueError(f"task 'file': {p} has changed since the matrix was resolved (its SHA-256 is "
+                         f"{digest[:12]}..., the cell expects {str(sha256)[:12]}...): run the changed data as a "
+                         "new run")
     cols = _selected(p, columns)
     if dim is not None and int(dim) != len(cols):
         raise ValueError(f"task 'file': {p.name} has {len(cols)} (selected) columns, not D = {dim}; leave out "
@@ -241,7 +260,7 @@ def file_task(dim: int | None = None, seed: int = 0, path: str | None = None, co
                             f"{', standardised by the training split' if standardise else ''}",
                 source=f"user data {p}",
                 options={"path": str(p), "columns": cols, "test_fraction": test_fraction,
-                         "standardise": standardise, "name": label})
+                         "standardise": standardise, "name": label, DATA_HASH_OPTION: digest})
 
 
 def register_file_task(name: str, path: str | os.PathLike, **options) -> None:
