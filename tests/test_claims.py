@@ -117,21 +117,7 @@ def test_time_to_reach_interpolates():
     assert time_to_reach(c, 3.0) == math.inf
 
 
-def _ttq_rows(sm_speed):
-    rows = []
-    for m, speed in (("ebflow-ml", 1.0), ("ebflow-dsm", sm_speed), ("ebflow-fdssm", sm_speed)):
-        for k in range(1, 6):  # NLL 1000 / k after k * 100 s of ML compute; SM at `speed` x the rate
-            rows.append(_row(m, "patches32", "nll_at_time", 1000.0 / k, dim=1024, step=k * 10,
-                             compute_s=k * 100.0 / speed, cell_id=f"{m}-c"))
-    return rows
-
-
-def test_time_to_quality_claim():
-    assert _verdict("ebflow-time-to-quality", _ttq_rows(4.0)).verdict == "reproduced"
-    v = _verdict("ebflow-time-to-quality", _ttq_rows(1.5))
-    assert v.verdict == "not reproduced" and "0.67x" in v.our_value
-    small = [dict(r, dim=64) for r in _ttq_rows(4.0)]
-    assert _verdict("ebflow-time-to-quality", small).verdict == "not run"
+# the time-to-quality claims (D = 1024 and 3072) and ebflow-cifar-fc: tests/test_claims_cifar_fc.py
 
 
 # ------------------------------------------------------------------------------------------------- MaP

@@ -13,7 +13,9 @@ with N(0, s^2 I), as EBFlow's toy protocol (s = 0.375): exact smoothed densities
 checkerboard and the mixtures, quadrature for sine, swirl and rings), a smoothed test set, and fresh training
 noise per batch through :meth:`Task.augment`. The option ``validation=f`` (any task) holds out the last
 fraction ``f`` of a seeded permutation of the training set as the test set (:func:`validation_split`;
-``ebflow-bench tune`` selects hyperparameters on it). scikit-learn's bundled tables ``iris``, ``wine``,
+``ebflow-bench tune`` selects hyperparameters on it). The option ``augment="cifar"`` (image tasks) applies the
+official EBFlow CIFAR-10 training augmentation to every training batch through :meth:`Task.augment`
+(:mod:`.augment`; the test set is untouched). scikit-learn's bundled tables ``iris``, ``wine``,
 ``breast_cancer`` are registered standardised (training mean and sd), split by the seed.
 """
 
@@ -61,6 +63,9 @@ class Task:
     #: with N(0, s^2 I); ``test``, ``sampler`` and ``log_prob`` are those of the smoothed distribution, while
     #: ``train`` holds the raw data and :meth:`augment` adds fresh noise to every training batch
     smooth: float = 0.0
+    #: training-batch augmentation of an image task (option ``augment``; "" = none): a key of
+    #: ``tasks.augment.AUGMENTATIONS``, applied by :meth:`augment` to every training batch, never to ``test``
+    augmentation: str = ""
     #: toys that support smoothing: s -> exact log density of the data convolved with N(0, s^2 I)
     smoothed_log_prob: Callable[[float], Callable[[Tensor], Tensor]] | None = field(default=None, repr=False)
 
@@ -73,8 +78,13 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {split} contains non-finite values")
 
     def augment(self, batch: Tensor, generator: torch.Generator) -> Tensor:
-        """The training batch the model sees: ``batch`` itself, or for a smoothed task ``batch + s * N(0, I)``
-        with fresh noise drawn from ``generator`` (the cell's seeded generator, so runs repeat)."""
+        """The training batch the model sees: ``batch`` itself; with ``augmentation`` (option ``augment``) the
+        image augmentation of every row; for a smoothed task plus ``s * N(0, I)``. All draws come from
+        ``generator`` (the cell's seeded generator, so runs repeat)."""
+        if self.augmentation:
+            from .augment import AUGMENTATIONS
+
+            batch = AUGMENTATIONS[self.augmentation](batch, self.image_shape, self.discrete_scale, generator)
         if not self.smooth:
             return batch
         noise = torch.randn(tuple(batch.shape), generator=generator, dtype=batch.dtype, device=generator.device)
@@ -131,6 +141,7 @@ def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> 
         raise KeyError(f"unknown task {name!r}; known: {', '.join(available_tasks())}")
     smooth = options.pop("smooth", 0.0)
     validation = options.pop("validation", 0.0)
+    augment = options.pop("augment", None)
     fixed = _FIXED_DIM[name]
     if fixed is not None:
         if dim is not None and int(dim) != fixed:
@@ -142,7 +153,27 @@ def get_task(name: str, /, dim: int | None = None, seed: int = 0, **options) -> 
         task = _TASKS[name](dim=None if dim is None else int(dim), seed=seed, **options)
     if validation:
         task = validation_split(task, validation, seed)
+    if augment not in (None, "", "none"):
+        task = augment_task(task, augment)
     return smooth_task(task, smooth, seed) if smooth else task
+
+
+def augment_task(task: Task, mode: str) -> Task:
+    """``task`` with the training-batch augmentation ``mode`` (option ``augment``; ``"cifar"``: the official
+    EBFlow CIFAR-10 augmentation, :mod:`.augment`). Only image tasks with dequantized integer pixels
+    (``image_shape`` and ``discrete_scale`` set) support it; ``train`` and ``test`` are unchanged."""
+    from .augment import AUGMENTATIONS
+
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"task {task.name!r}: augment must be one of {sorted(AUGMENTATIONS)} or 'none', "
+                         f"got {mode!r}")
+    if task.image_shape is None or task.discrete_scale is None:
+        raise ValueError(f"task {task.name!r} does not support augment={mode!r}: it is not an image task of "
+                         "dequantized pixels (it has no image_shape / discrete_scale)")
+    return dataclasses.replace(
+        task, augmentation=mode, options={**task.options, "augment": mode},
+        description=f"{task.description}; training batches augmented ({mode}: flips and translations, fresh "
+                    "dequantization noise)")
 
 
 def validation_split(task: Task, fraction: float, seed: int = 0) -> Task:

@@ -16,6 +16,8 @@ from .base import (  # noqa: F401
     _sizes,
 )
 
+from .augment import dequantize
+
 Tensor = torch.Tensor
 
 
@@ -145,3 +147,91 @@ def patches32(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
                 description="32x32 patches (stride 8) of skimage camera/grass/gravel/brick/moon, x = (k+u)/256; "
                             "train from the top 75% of each image, test from the bottom 25%",
                 source="scikit-image bundled images", options={"n_train": n_train, "n_test": n_test})
+
+
+#: scikit-image's bundled colour photographs (no download); "motorcycle" is the left view of stereo_motorcycle
+COLOUR_PATCH_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+
+
+def _colour_image(name: str) -> np.ndarray:
+    import skimage.data
+
+    im = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    im = np.asarray(im)
+    if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+        raise ValueError(f"skimage.data.{name}: expected an H x W x 3 uint8 image, got {im.shape} {im.dtype}")
+    return im
+
+
+def _colour_region_patches(side: int, stride: int, test_rows: float
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``side`` x ``side`` colour patches (step ``stride``) of :data:`COLOUR_PATCH_IMAGES` as uint8 rows in
+    C x H x W order, with the index of their source image: ``(train, train_source, test, test_source)``.
+
+    As for the grey ``patches32``: each image's top ``1 - test_rows`` of rows gives the training patches and
+    the bottom ``test_rows`` the test patches, so train and test never share a pixel."""
+    out: dict[str, list[np.ndarray]] = {"train": [], "train_src": [], "test": [], "test_src": []}
+    for src, name in enumerate(COLOUR_PATCH_IMAGES):
+        im = _colour_image(name)
+        cut = int(round(im.shape[0] * (1 - test_rows)))
+        for split, part in (("train", im[:cut]), ("test", im[cut:])):
+            # [nh, nw, C, side, side]: the window axes come last, so rows flatten as C x H x W
+            win = np.lib.stride_tricks.sliding_window_view(part, (side, side), axis=(0, 1))[::stride, ::stride]
+            rows = np.ascontiguousarray(win).reshape(-1, 3 * side * side)
+            out[split].append(rows)
+            out[split + "_src"].append(np.full(len(rows), src, dtype=np.int64))
+    return (np.concatenate(out["train"]), np.concatenate(out["train_src"]), np.concatenate(out["test"]),
+            np.concatenate(out["test_src"]))
+
+
+def _proportional_order(labels: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """A random permutation in which every prefix holds each label in proportion to its share of ``labels``
+    (within one item): members shuffled within their label, the r-th of a label's n members placed at
+    ``(r + o) / n`` with a random offset ``o`` per label (systematic sampling), positions sorted."""
+    key = np.empty(len(labels), dtype=np.float64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        offset = float(torch.rand(1, generator=gen, dtype=torch.float64))
+        key[idx[torch.randperm(len(idx), generator=gen).numpy()]] = (np.arange(len(idx)) + offset) / len(idx)
+    return np.argsort(key, kind="stable")
+
+
+@register_task("patches32-rgb", dim=3072)
+def patches32_rgb(seed: int = 0, n_train: int = 12000, n_test: int = 2000) -> Task:
+    """32 x 32 colour patches (D = 3072 = 3 x 32 x 32, CIFAR-10's dimension and layout) of scikit-image's bundled
+    colour photographs (astronaut, chelsea, coffee, rocket, the left view of stereo_motorcycle), pixels
+    k in 0..255 dequantized once, x = (k + u) / 256 (kept below (k + 1) / 256 in float32, so that floor(256 x) = k,
+as :func:`.augment.dequantize` says): the suite's stand-in for CIFAR-10 (EBFlow's CIFAR-10 FC).
+
+    Built as ``patches32`` is: patches overlap (stride 8) within a region, the top 75% of each image's rows
+    gives the 13,194 training patches and the bottom 25% the 3,597 test patches, so train and test never share
+    a pixel. ``n_train``/``n_test`` take seeded random subsets stratified by source image: each image keeps
+    its share of its region's patches, and so does every prefix of ``test`` (what a checkpoint evaluation on
+    the first rows sees), in a random order.
+    """
+    tr, tr_src, te, te_src = _colour_region_patches(32, 8, 0.25)
+    n_train, n_test = _sizes(n_train, n_test)
+    if n_train > len(tr) or n_test > len(te):
+        raise ValueError(f"task 'patches32-rgb' has {len(tr)} training and {len(te)} test patches; asked for "
+                         f"n_train={n_train}, n_test={n_test}")
+    g = torch.Generator().manual_seed(int(seed))
+    train_idx = _proportional_order(tr_src, g)[:n_train]
+    test_idx = _proportional_order(te_src, g)[:n_test]
+
+    def dequantized(k_int: np.ndarray) -> Tensor:
+        out = torch.empty(k_int.shape, dtype=torch.float32)
+        for i in range(0, len(k_int), 2048):  # float64 noise in chunks: a 12000 x 3072 float64 copy is 300 MB
+            k = torch.from_numpy(k_int[i:i + 2048].astype(np.float64))
+            out[i:i + 2048] = dequantize(k, torch.rand(k.shape, generator=g, dtype=torch.float64), 256, torch.float32)
+        return out
+
+    names = "/".join(COLOUR_PATCH_IMAGES)
+    return Task("patches32-rgb", 3072, dequantized(tr[train_idx]), dequantized(te[test_idx]), image_shape=(3, 32, 32),
+                discrete_scale=256.0,
+                description=f"32x32 RGB patches (stride 8) of skimage {names}, x = (k+u)/256, C x H x W rows; "
+                            "train from the top 75% of each image, test from the bottom 25%, subsets stratified "
+                            "by source image",
+                source="scikit-image bundled colour images",
+                options={"n_train": n_train, "n_test": n_test},
+                truth={"train_source": torch.from_numpy(tr_src[train_idx]),
+                       "test_source": torch.from_numpy(te_src[test_idx])})
