@@ -492,7 +492,12 @@ REPRODUCE: tuple[ReproduceBlock, ...] = (
     ReproduceBlock("ebflow-map", ("mnist5k",), "mnist-fc", ("ebflow-ssm",), (1, 28, 28), {"map": False}),
     ReproduceBlock("ebflow-time-to-quality", ("patches32",), "cifar-fc", ("ebflow-ml", "ebflow-dsm", "ebflow-fdssm"),
                    (1, 32, 32)),
+    ReproduceBlock("ebflow-cifar-fc / ebflow-time-to-quality-3072", ("patches32-rgb",), "cifar-fc", _ALL, (3, 32, 32)),
 )
+#: task options the ``reproduce`` preset must set for the CIFAR-10 FC blocks (``data_aug`` 1:
+#: datasets/cifar10.py:43-50, the task option ``augment="cifar"``)
+REPRODUCE_TASK_OPTIONS: dict[str, dict[str, Any]] = {"patches32": {"augment": "cifar"},
+                                                      "patches32-rgb": {"augment": "cifar"}}
 
 
 # ============================================================================ 5. the doc
@@ -535,7 +540,8 @@ def markdown() -> str:
         for m, hp in b.expected().items():
             lines.append(f"| {b.name} | {', '.join(b.tasks)} | {b.family} | {b.shape} | {m} | "
                          + ", ".join(f"`{k}` {_fmt(v)}" for k, v in hp.items()) + " |")
-    lines += ["", "## 5. The `paper` preset", "",
+    lines += ["", "Task options of these blocks: " + "; ".join(f"`{t}`: {o}" for t, o in REPRODUCE_TASK_OPTIONS.items())
+              + " (the official CIFAR-10 `data_aug` 1).", "", "## 5. The `paper` preset", "",
               "Toy tasks are smoothed with N(0, 0.375^2) (task option `smooth`: " + ", ".join(sorted(TASK_OPTIONS))
               + ").", "", "| block (tasks) | method | hparam | value | source | note |", "|---|---|---|---|---|---|"]
     for r in PROTOCOLS:

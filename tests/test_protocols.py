@@ -56,7 +56,11 @@ def reproduce_cells():
 
 
 def test_reproduce_ebflow_blocks_resolve_to_the_converted_official_configs(reproduce_cells):
-    """Every resolved cell of each EBFlow block of ``reproduce`` carries the converted values."""
+    """Every resolved cell of each EBFlow block of ``reproduce`` carries the converted values (and the CIFAR-10
+    FC blocks the official augmentation)."""
+    for c in reproduce_cells:
+        if c.task in P.REPRODUCE_TASK_OPTIONS:
+            assert c.task_options == P.REPRODUCE_TASK_OPTIONS[c.task], c
     for block in P.REPRODUCE:
         expected = block.expected()
         for method, hp in expected.items():
@@ -76,7 +80,7 @@ def test_every_preset_and_reproduce_matrix_loads(path):
     assert load_matrix(path).blocks
 
 
-@pytest.mark.parametrize("name", ["cifar-fc-1024"])
+@pytest.mark.parametrize("name", ["cifar-fc-1024", "cifar-fc-3072"])
 def test_the_claims_run_matrices_are_the_preset_blocks_and_every_cell_resolves(name, reproduce_cells):
     """``results/reproduce/matrix-<name>.toml`` (what the claims runs execute) holds exactly the preset's cells."""
     cells = validate(load_matrix(ROOT / "results" / "reproduce" / f"matrix-{name}.toml"))
