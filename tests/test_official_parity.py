@@ -43,7 +43,7 @@ import pytest
 import torch
 
 TREE = os.environ.get("EBFLOW_OFFICIAL_TREE", "")
-STEPS = int(os.environ.get("EBFLOW_PARITY_STEPS", "300"))
+STEPS = int(os.environ.get("EBFLOW_PARITY_STEPS", "200"))
 EPOCH = 100
 N_TEST = 500
 
@@ -186,7 +186,7 @@ def test_suite_trains_like_the_official_code(official, cpu_only, tmp_path, famil
     cpu_only.setattr(base.N, "sample", lambda shape_: torch.randn((*shape_, base.dim), generator=gen))
 
     x_test = task.test[:N_TEST]
-    test_batches = [(256 * b, None) for b in x_test.split(50)]  # the official test loader: batch 50
+    test_batches = [(256 * b.view(-1, *shape), None) for b in x_test.split(50)]  # official test loader: batch 50
     bpd0 = (_official_bpd(exp, fcs, test_batches), _suite_bpd(adapter, x_test))
     g = torch.Generator().manual_seed(1)
     passes = STEPS * 100 // len(task.train) + 1
@@ -194,7 +194,7 @@ def test_suite_trains_like_the_official_code(official, cpu_only, tmp_path, famil
     batches = [task.train[order[i * 100:(i + 1) * 100]] for i in range(STEPS)]
     for epoch, start in enumerate(range(0, STEPS, EPOCH), start=1):
         epoch_batches = batches[start:start + EPOCH]
-        exp.train_loader = [(256 * b, None) for b in epoch_batches]
+        exp.train_loader = [(256 * b.view(-1, *shape), None) for b in epoch_batches]  # its [B, C, H, W]
         exp.train_epoch(epoch)
         for b in epoch_batches:
             adapter.train_step(b)
