@@ -49,6 +49,7 @@ N_TEST = 500
 
 pytestmark = [
     pytest.mark.official,
+    pytest.mark.timeout(3600),  # a few minutes per config on a quiet CPU
     pytest.mark.skipif(not TREE, reason="set EBFLOW_OFFICIAL_TREE=/path/to/ebflow/real_world to run the parity "
                                         "check against the official EBFlow code"),
 ]
