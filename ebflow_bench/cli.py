@@ -79,11 +79,37 @@ def _check_device(name: str) -> None:
 # ------------------------------------------------------------------------------------------- commands
 
 
+def _describe_method(cls: type) -> list[str]:
+    """``list METHOD``: a method's identity, docstring summary, declared hyperparameters and tune grid."""
+    from .adapters import describe_hparam
+
+    doc = (cls.__doc__ or "").strip().splitlines()
+    out = [f"{cls.name}: family={cls.family} objective={cls.objective}"]
+    if doc:
+        out.append(f"  {doc[0]}")
+    out.append("hyperparameters (matrix: [hparams.NAME] or [block.hparams.NAME]):" if cls.hparam_spec
+               else "hyperparameters: none")
+    rows = [(k, describe_hparam(h)) for k, h in cls.hparam_spec.items()]
+    for name, d in rows:
+        out.append(f"  {name:<18} {d['type']:<6} default {d['default']:<10} {d['allowed']}")
+        if d["doc"]:
+            out.append(f"  {'':<18} {d['doc']}")
+    grid = getattr(cls, "tune_grid", {}) or {}
+    out.append("tune grid: " + ("; ".join(f"{k} in {list(v)}" for k, v in grid.items()) if grid else "none"))
+    return out
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .matrix import adapter_registry, available_presets, load_matrix
     from .tasks import available_tasks, task_dim
 
     reg = adapter_registry()
+    if args.names:
+        unknown = [n for n in args.names if n not in reg]
+        if unknown:
+            raise _BadInput(f"unknown method(s) {unknown}; known: {', '.join(sorted(reg))}")
+        print("\n\n".join("\n".join(_describe_method(reg[n])) for n in args.names))
+        return 0
     print("methods:")
     for name in sorted(reg):
         print(f"  {name:<22} family={reg[name].family:<12} objective={reg[name].objective}")
@@ -335,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Benchmark determinant-free training of normalizing flows.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="methods, tasks, metrics and presets")
+    s = sub.add_parser("list", help="methods, tasks, metrics and presets; `list METHOD` a method's hyperparameters")
+    s.add_argument("names", nargs="*", metavar="METHOD",
+                   help="print these methods' declared hyperparameters (type, default, range or choices, doc)")
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("run", help="run a benchmark matrix into a run directory")

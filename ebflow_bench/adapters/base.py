@@ -135,6 +135,24 @@ def count(default: Any, low: int = 1, doc: str = "", **kw: Any) -> HParam:
     return HParam(default, int, low=low, doc=doc, **kw)
 
 
+def describe_hparam(h: HParam) -> dict[str, str]:
+    """What ``ebflow-bench list METHOD`` prints of one declaration: ``type``, ``default``, ``allowed`` (the range
+    or the choices, ``None`` allowed or chosen per task) and ``doc``."""
+    allowed = []
+    if h.choices is not None:
+        allowed.append("one of " + ", ".join(map(repr, h.choices)))
+    if h.low is not None:
+        allowed.append("> 0" if h.low == _POSITIVE else f">= {h.low:g}")
+    if h.high is not None:
+        allowed.append(f"<= {h.high:g}")
+    if h.per_task:
+        allowed.append("None = chosen per task")
+    elif h.optional:
+        allowed.append("None allowed")
+    return {"type": "any" if h.type is object else h.type.__name__, "default": repr(h.default),
+            "allowed": ", ".join(allowed) or "any", "doc": h.doc}
+
+
 def _infer_spec(defaults: dict[str, Any]) -> dict[str, HParam]:
     out = {}
     for k, v in defaults.items():

@@ -7,8 +7,8 @@ architecture trained with exact log-dets" maximum-likelihood baseline. The loss 
 ``ebflow.objectives.get(objective)``; its noise is drawn from a generator seeded with the cell's seed.
 
 Architecture (hparam ``arch``): ``fc`` (default) is ``fully_connected(dim, layers)``, the paper's dense model,
-used on every task including 2-D toys (the dense model is the point of the comparison); ``toy2d`` is the paper's
-toy model (``layers`` x [dense, affine coupling of width ``hidden``, ActNorm]); ``cnn`` (image tasks only)
+used on every task including 2-D toys (the dense model is the point of the comparison); ``toy2d`` (D = 2 only,
+refused elsewhere by ``check``) is the paper's toy model (``layers`` x [dense, affine coupling of width ``hidden``, ActNorm]); ``cnn`` (image tasks only)
 ``layers`` 3x3 convolutions. ``mle-lu`` accepts only ``fc``. On image tasks (``task.image_shape`` set, data in
 [0, 1]) the model gets the MaP logit preprocessing (``ebflow.preprocessing.LogitTransform``), as in the paper;
 NLLs are in data (pixel) space.
@@ -122,6 +122,9 @@ class EBFlowAdapter(Adapter):
         arch = (hparams or cls.defaults).get("arch")
         if arch == "cnn" and task.image_shape is None:
             return f"arch='cnn' needs an image task (task {task.name!r} has no image shape)"
+        if arch == "toy2d" and dim != 2:
+            return (f"arch='toy2d' is the paper's 2-D toy model; task {task.name!r} has D={dim} "
+                    "(use arch='fc', the dense model of every other task)")
         return None
 
     # ------------------------------------------------------------ building
@@ -143,6 +146,9 @@ class EBFlowAdapter(Adapter):
         arch = str(self.hparams["arch"])
         if arch not in self.archs:
             raise Unsupported(f"{self.name}: unknown arch {arch!r}; expected one of {list(self.archs)}")
+        reason = self.check(self.task, self.dim, self.layers, self.hparams)
+        if reason:
+            raise Unsupported(f"{self.name}: {reason}")
         opt = str(self.hparams["optimizer"]).lower()
         if opt not in _OPTIMIZERS:
             raise ValueError(f"{self.name}: optimizer must be one of {sorted(_OPTIMIZERS)}, got {opt!r}")
