@@ -52,12 +52,21 @@ def _non_timing(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["cell_id", "metric", "step"]).reset_index(drop=True)
 
 
-def _wait_for(pred, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait for a state the run announces (``pred``); the timeout only guards against a hung test."""
+    deadline = time.monotonic() + timeout
     while not pred():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _held(tmp_path: Path, seed: int) -> tuple[Path, str]:
+    """A gate folder and the matrix hparams that hold the cell of train seed ``seed`` in progress (announced by
+    ``gate/started-<seed>``) until the test writes ``gate/release`` (``test_runner.hold_here``)."""
+    gate = tmp_path / "gate"
+    gate.mkdir(exist_ok=True)
+    return gate, f"[hparams.test-diag]\nhold = {json.dumps(str(gate))}\nhold_seed = {seed}\n"
 
 
 # ------------------------------------------------------------------------------------- 1: no endless loop
@@ -143,17 +152,19 @@ def test_exit_code_3_when_cells_failed_even_quiet(tmp_path, capsys):
 
 
 def test_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
-    m = _matrix(tmp_path, budgets=[200], hparams="[hparams.test-diag]\nstep_delay = 0.005\n")
+    gate, held = _held(tmp_path, seed=0)
+    m = _matrix(tmp_path, hparams=held)
     run = tmp_path / "run"
-    first = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet"), env=_env(),
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet", "--workers", "1"),
+                             env=_env(), stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text(), first)
-        code = main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet"])
+        _wait_for(lambda: (gate / "started-0").exists(), first)  # the first run holds its lock and a cell
+        code = main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet", "--workers", "1"])
         err = capsys.readouterr().err
         assert code == EXIT_BAD_INPUT and f"pid {first.pid} on {socket.gethostname()}" in err
         assert "in use by another run" in err and err.count("\n") == 1
-        assert first.wait(timeout=120) == 0, first.stderr.read()
+        (gate / "release").touch()
+        assert first.wait(timeout=300) == 0, first.stderr.read()
     finally:
         first.kill()
     assert not (run / ".lock").exists()
@@ -249,17 +260,25 @@ def test_resume_cleans_temporary_files_and_accepts_device_auto(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_the_resume_hint_and_frees_the_folder(tmp_path):
-    m = _matrix(tmp_path, seeds=[0, 1, 2], budgets=[150], hparams="[hparams.test-diag]\nstep_delay = 0.005\n")
+    """SIGINT while the second of three cells is held in progress (announced by the run, never a time): exit
+    130 with the hint, the first cell kept, the lock gone; --resume finishes the other two."""
+    gate, held = _held(tmp_path, seed=1)
+    m = _matrix(tmp_path, seeds=[0, 1, 2], hparams=held)
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet"), env=_env(),
+    proc = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet", "--workers", "1"), env=_env(),
                             stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: list((run / "cells").glob("*.json")), proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _wait_for(lambda: (gate / "started-1").exists(), proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED == 130, err
     assert "resume with --resume" in err and "Traceback" not in err
     assert not (run / ".lock").exists()
-    assert main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet"]) == 0
+    assert len(list((run / "cells").glob("*.json"))) == 1  # the seed-0 cell, finished before the held one
+    (gate / "release").touch()
+    assert main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet", "--workers", "1"]) == 0
     assert load_results(run)["cell_id"].nunique() == 3
 
 
