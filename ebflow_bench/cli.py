@@ -144,9 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if bool(args.preset) == bool(args.matrix):
         raise _BadInput("give exactly one of --preset NAME or --matrix FILE")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise _BadInput(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 and args.scheduler:
+    if args.workers is not None and args.workers > 1 and args.scheduler:
         raise _BadInput("give --workers N (local cluster) or --scheduler ADDR (existing cluster), not both")
     matrix = load_matrix(args.preset or args.matrix)
     if args.device:
@@ -328,7 +328,7 @@ def _assignments(items: list[str], flag: str) -> dict[str, dict]:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise _BadInput(f"--workers must be >= 1, got {args.workers}")
     if args.steps < 1 or args.layers < 1:
         raise _BadInput(f"--steps and --layers must be >= 1 (got {args.steps}, {args.layers})")
@@ -355,6 +355,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parser
 
+_WORKERS_HELP = ("local Dask worker processes (default: as many as the machine's cores hold at the matrix's "
+                 "eval.threads torch threads per cell, at most one per cell to run; 1: serial)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebflow-bench",
@@ -371,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--matrix", help="matrix file (.toml, .yaml)")
     s.add_argument("--out", help="run directory (default runs/<preset or matrix name>)")
     s.add_argument("--resume", action="store_true", help="continue a run: skip cells already recorded")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: serial)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides the matrix's eval.device)")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -395,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hparam", action="append", metavar="METHOD.KEY=VALUE",
                    help="fixed hyperparameter under the grid, e.g. ebflow-ml.arch=toy2d (repeatable)")
     s.add_argument("--out", default="results/tuning", help="output folder (default results/tuning)")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: serial)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     s.add_argument("--resume", action="store_true", help="continue: skip candidate cells already recorded")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -417,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     s.add_argument("--out", help="report directory (default results/<preset>)")
     s.add_argument("--asv", action="store_true", help="record the current commit with asv first (~10 min)")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_reference)
 

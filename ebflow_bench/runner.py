@@ -384,12 +384,33 @@ def _finish_record(record: dict[str, Any], samples: np.ndarray | None, run_dir: 
     write_json_atomic(run_dir / "cells" / f"{record['cell_id']}.json", record)
 
 
-def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, workers: int = 1,
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(threads: int, n_cells: int, *, cores: int | None = None, device: str = "cpu") -> int:
+    """Local workers of a run not given ``--workers``: as many cells at once as the cores hold at the cells'
+    ``threads`` torch threads each (``cores // threads``), at most one per cell to run, at least 1; on CUDA at
+    most one per visible GPU. 1 means serial (no cluster is started)."""
+    cores = available_cores() if cores is None else int(cores)
+    n = min(int(n_cells), cores // max(1, int(threads)))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        n = min(n, torch.cuda.device_count())
+    return max(1, n)
+
+
+def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, workers: int | None = 1,
                scheduler: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Validate ``matrix``, run its cells into ``run_dir`` and return the tidy results table.
 
     ``workers > 1`` starts a local ``dask.distributed`` cluster of that many single-threaded worker
-    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
+    processes; ``workers=None`` (the CLI's default) picks :func:`default_workers` for the cells still to run
+    (the machine's cores over ``eval.threads``; serial when that is 1 or one cell is left) and says so on
+    stderr when ``progress``; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
     the client's versions; ``.py`` plugin files of ``imports`` are shipped to them; results travel back to this
     process, which alone writes ``run_dir``): see :mod:`ebflow_bench.cluster`. Every cell runs with
     ``spec.threads`` torch threads (the matrix's ``eval.threads``), serial or on Dask.
@@ -399,7 +420,7 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     cluster reached. Then the folder is locked for the run, leftovers of a killed run are tidied (temporary
     files removed, damaged cell records moved to ``cells/corrupt/`` so that those cells run again).
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     run_dir = resolve_run_dir(run_dir)
     if resume:  # `auto` that means this machine's device of the stored run keeps the cells' ids
@@ -407,6 +428,15 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     cells = validate(matrix)  # every problem refused here, before anything exists on disk
     ids = [c.cell_id for c in cells]
     check_run_dir(run_dir, ids, resume)  # nothing is written before this passes
+    if workers is None and scheduler is None:
+        done = {p.stem for p in (run_dir / "cells").glob("*.json")} if resume else set()
+        n_todo = sum(i not in done for i in ids)
+        workers = default_workers(matrix.eval.threads, n_todo, device=cells[0].device if cells else "cpu")
+        if progress and n_todo:
+            print(f"{n_todo} cells on {workers} local worker{'s' if workers > 1 else ''} ({available_cores()} "
+                  f"cores, {matrix.eval.threads} thread{'s' if matrix.eval.threads > 1 else ''} per cell; "
+                  "--workers N to change)", file=sys.stderr)
+    workers = workers or 1
     if workers > 1 or scheduler is not None:  # reach the cluster before writing anything
         from .cluster import connect
 
@@ -465,4 +495,4 @@ def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bo
     return df
 
 
-__all__ = ["run_matrix", "run_cell", "checkpoint_steps", "RunDirExists", "CellFailure"]
+__all__ = ["run_matrix", "run_cell", "default_workers", "available_cores", "checkpoint_steps", "RunDirExists", "CellFailure"]

@@ -103,7 +103,7 @@ def test_matrix_runs_a_csv_without_dims_and_refuses_a_bad_one(files, capsys):
     m = _matrix(tmp, f'path = {json.dumps(str(tmp / "d.csv"))}\ncolumns = ["a", "b"]\nname = "ab"')
     (cell,) = validate(load_matrix(m))
     assert cell.dim == 2
-    assert main(["run", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 0
     df = load_results(tmp / "run")
     nll = df.set_index("metric").loc["test_nll", "value"]
     # a diagonal Gaussian fitted to standardised data: NLL near its entropy, D/2 log(2 pi e) minus what the
@@ -112,7 +112,7 @@ def test_matrix_runs_a_csv_without_dims_and_refuses_a_bad_one(files, capsys):
     with pytest.raises(MatrixError, match="impossible D 3 for task 'file': its dimension is fixed at 2"):
         validate(load_matrix(_matrix(tmp, f'path = {json.dumps(str(tmp / "d.csv"))}\ncolumns = ["a", "b"]',
                                      "dims = [3]")))
-    code = main(["run", "--matrix", str(_matrix(tmp, 'path = "/nonexistent/x.csv"')), "--out", str(tmp / "r2")])
+    code = main(["run", "--workers", "1", "--matrix", str(_matrix(tmp, 'path = "/nonexistent/x.csv"')), "--out", str(tmp / "r2")])
     err = capsys.readouterr().err
     assert code == 2 and "data file '/nonexistent/x.csv' not found" in err and not (tmp / "r2").exists()
 
