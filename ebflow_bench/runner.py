@@ -403,6 +403,26 @@ def default_workers(threads: int, n_cells: int, *, cores: int | None = None, dev
     return max(1, n)
 
 
+def _local_only(cells: list[CellSpec], imports: tuple[str, ...]) -> str | None:
+    """The first method or task of ``cells`` that a fresh worker process could not import (registered in this
+    process only, not by an installed package or the matrix's ``imports``), or None."""
+    from .adapters.base import _REGISTRY
+    from .tasks.base import _TASKS
+
+    shipped = {i for i in imports if not i.endswith(".py")}
+    shipped |= {f"ebflow_bench_plugin_{Path(i).stem}" for i in imports if i.endswith(".py")}
+
+    def portable(module: str) -> bool:
+        return module.split(".")[0] in ("ebflow_bench", "ebflow", "baselines") or module in shipped
+
+    for c in cells:
+        if c.method in _REGISTRY and not portable(_REGISTRY[c.method].__module__):
+            return f"method {c.method!r}"
+        if c.task in _TASKS and not portable(getattr(_TASKS[c.task], "__module__", "")):
+            return f"task {c.task!r}"
+    return None
+
+
 def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, workers: int | None = 1,
                scheduler: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Validate ``matrix``, run its cells into ``run_dir`` and return the tidy results table.
@@ -432,9 +452,14 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
         done = {p.stem for p in (run_dir / "cells").glob("*.json")} if resume else set()
         n_todo = sum(i not in done for i in ids)
         workers = default_workers(matrix.eval.threads, n_todo, device=cells[0].device if cells else "cpu")
+        local = _local_only(cells, matrix.imports) if workers > 1 else None
+        if local:  # workers would not have it: serial, and say why
+            workers = 1
         if progress and n_todo:
+            why = f"; serial: {local} is registered in this process only, not by the matrix's imports" if local \
+                else ""
             print(f"{n_todo} cells on {workers} local worker{'s' if workers > 1 else ''} ({available_cores()} "
-                  f"cores, {matrix.eval.threads} thread{'s' if matrix.eval.threads > 1 else ''} per cell; "
+                  f"cores, {matrix.eval.threads} thread{'s' if matrix.eval.threads > 1 else ''} per cell{why}; "
                   "--workers N to change)", file=sys.stderr)
     workers = workers or 1
     if workers > 1 or scheduler is not None:  # reach the cluster before writing anything

@@ -59,3 +59,21 @@ def test_the_default_is_announced_and_recorded(tmp_path, capsys, monkeypatch, co
     # resuming a finished run has nothing left to run: no cluster, nothing announced
     assert main(["run", "--matrix", _matrix(tmp_path, threads), "--out", str(run), "--resume"]) == 0
     assert "local worker" not in capsys.readouterr().err
+
+
+def test_a_method_registered_in_this_process_only_runs_serially(tmp_path, capsys, monkeypatch):
+    """Dask workers could not import an adapter that is neither installed nor in the matrix's imports: the
+    default then stays serial (and says why) instead of failing every cell on the workers."""
+    from ebflow_bench.adapters.base import _REGISTRY
+
+    monkeypatch.setattr(runner, "available_cores", lambda: 4)
+    monkeypatch.setattr(_REGISTRY["test-diag"], "__module__", "only_in_this_process")
+    m = tmp_path / "m.toml"
+    m.write_text('methods = ["test-diag"]\ntasks = ["test-gauss"]\ndims = [2]\nlayers = [1]\nseeds = [0, 1]\n'
+                 'budgets = [5]\n[eval]\nn_samples = 50\n')
+    run = tmp_path / "run"
+    assert main(["run", "--matrix", str(m), "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "2 cells on 1 local worker (4 cores, 1 thread per cell; serial: method 'test-diag' is registered in " \
+           "this process only" in err
+    assert json.loads((run / "meta.json").read_text())["sessions"][-1]["workers"] == 1
