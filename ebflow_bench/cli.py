@@ -11,7 +11,8 @@ Exit status (:data:`EXIT_OK` ...; README "Exit codes"):
 
 - 0: done, every cell ``ok``;
 - 1: an error of the environment after the input was accepted (e.g. the disk filled up), one line on stderr;
-- 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an unusable run
+- 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an architecture
+  that does not fit the task, a cell whose estimated peak memory exceeds the memory available, an unusable run
   folder (a file, not writable, not empty without ``--resume``, in use by another run), an unreachable
   scheduler, mismatched versions on the cluster; argparse errors too. One ``error: ...`` line, no traceback;
 - 3: the run finished but at least one cell ``failed`` (one line on stderr says how many, even with ``--quiet``);
@@ -465,9 +466,10 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions shown as one ``error:`` line with exit status 2 (evaluated when an error propagates, so that
     the Dask-dependent cluster module is only imported by runs that use it)."""
     from .matrix import MatrixError
+    from .preflight import ResourceError
     from .rundir import RunDirError
 
-    out: tuple[type[BaseException], ...] = (_BadInput, MatrixError, RunDirError, FileNotFoundError)
+    out: tuple[type[BaseException], ...] = (_BadInput, MatrixError, ResourceError, RunDirError, FileNotFoundError)
     cluster = sys.modules.get(f"{__package__}.cluster")
     return out + ((cluster.ClusterError,) if cluster is not None else ())
 

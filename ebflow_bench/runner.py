@@ -242,6 +242,20 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     step_times: list[float] = []
     clock = _Clock(device)
     stage = "building the task"
+    from . import preflight
+
+    try:
+        est = preflight.spec_estimate(spec)
+    except Exception:  # noqa: BLE001  (an estimate is advice; the cell itself decides)
+        est = None
+    big = est is not None and est.total > preflight.ANNOUNCE_BYTES
+    who = f"cell {spec.cell_id} ({spec.method} on {spec.task}, D={spec.dim}, L={spec.layers})"
+
+    def announce(what: str) -> None:  # a long cell says what it does (stderr), never a silent wait
+        if big:
+            preflight.announce(f"{who}: {what}")
+
+    announce(f"building the task (estimated peak {preflight.fmt_bytes(est.total) if est else '?'})")
     try:
         mem = _PeakMemory(device)
         mem.start()
@@ -252,6 +266,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         np.random.seed(spec.train_seed)
         torch.manual_seed(spec.train_seed)
         stage = "building the adapter"
+        announce(stage)
         cls = adapter_registry()[spec.method]
         adapter = cls(task, dim=spec.dim, layers=spec.layers, seed=spec.train_seed, device=device, **spec.hparams)
         if adapter.hparams != spec.hparams:
@@ -259,6 +274,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         rec.n_params = int(adapter.num_params())
 
         stage = "training"
+        announce(f"training, {spec.budget} steps")
         train = task.train.to(device)
         ckpt_x = task.test[:spec.eval.checkpoint_test]
         ckpts = set(checkpoint_steps(spec.budget, spec.eval.checkpoints))
@@ -296,6 +312,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         rows += _timing_rows(step_times, clock.wall_s)
 
         stage = "evaluating"
+        announce(stage)
         test_x = task.test if spec.eval.max_test is None else task.test[:spec.eval.max_test]
         nll: torch.Tensor | None
         try:
@@ -462,6 +479,17 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
                   f"cores, {matrix.eval.threads} thread{'s' if matrix.eval.threads > 1 else ''} per cell{why}; "
                   "--workers N to change)", file=sys.stderr)
     workers = workers or 1
+    if workers > 1 and scheduler is None:  # cells that run at once must fit together
+        from . import preflight
+
+        fitted = preflight.fit_workers(workers, [preflight.spec_estimate(c) for c in cells],
+                                       preflight.available_memory())
+        if fitted < workers:
+            import warnings
+
+            warnings.warn(f"{workers} workers' largest cells would not fit in the memory available together: "
+                          f"{fitted} worker{'s' if fitted > 1 else ''} instead", stacklevel=2)
+            workers = fitted
     if workers > 1 or scheduler is not None:  # reach the cluster before writing anything
         from .cluster import connect
 

@@ -230,6 +230,20 @@ class Adapter(abc.ABC):
         (None: the defaults), else the reason it cannot."""
         return None
 
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """Estimated peak bytes of the method's own state and work at ``dim``/``layers`` with ``hparams`` (the
+        defaults merged in; per-task values may still be None) and mini-batch ``batch``, by part (parameters,
+        gradients, optimizer state, EMA, activations, workspaces), for the resource pre-flight
+        (:mod:`ebflow_bench.preflight`) before anything is built. The default describes a network of width
+        ``hidden`` (default 64) per layer, linear in D; adapters whose memory grows otherwise override it."""
+        from ..preflight import dense_parts
+
+        width = int(hparams.get("hidden") or 64)
+        n_params = int(layers) * (3 * width * dim + width * width + 2 * dim)
+        return {**dense_parts(n_params, optimizer=str(hparams.get("optimizer", "adam"))),
+                "activations": 32 * batch * (dim + width) * max(1, int(layers))}
+
     @abc.abstractmethod
     def build(self) -> None:
         """Create the model and optimizer from ``self.task``, ``self.dim``, ``self.layers``, ``self.hparams``."""

@@ -127,6 +127,30 @@ class EBFlowAdapter(Adapter):
                     "(use arch='fc', the dense model of every other task)")
         return None
 
+    #: activation bytes per (batch row x dimension x layer) of a training step, by objective (measured:
+    #: tests/test_preflight.py); ML and SML also hold LU factors of every D x D layer
+    ACTIVATION_BYTES: ClassVar[dict[str, int]] = {"ml": 48, "sml": 64, "ssm": 96, "dsm": 64, "fdssm": 96}
+
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """The dense model: ``L`` D x D layers with biases (``toy2d`` adds its couplings, ``cnn`` is far smaller
+        and estimated as ``fc``, an upper bound); Adam/AdamW state 2 buffers, RMSprop 1; an EMA copy when
+        ``ema_decay > 0``; activations of a step (:data:`ACTIVATION_BYTES`); the LU factors and inverses of
+        the log-det (ML in training; every objective when sampling or evaluating the NLL)."""
+        from ..preflight import dense_parts
+
+        d2 = dim * dim
+        n_params = layers * (d2 + dim)
+        if hparams.get("arch") == "toy2d":
+            h = int(hparams.get("hidden") or 64)
+            n_params += layers * (h * dim + h * h + 2 * h * dim)
+        parts = dense_parts(n_params, optimizer=str(hparams.get("optimizer", "adam")),
+                            ema=bool(hparams.get("ema_decay")))
+        parts["activations"] = cls.ACTIVATION_BYTES.get(cls.objective, 96) * batch * dim * layers
+        lu_layers = layers if cls.objective in ("ml", "sml") else 1  # saved for backward in ML's training
+        parts["log-det workspace"] = 4 * d2 * lu_layers + 12 * d2
+        return parts
+
     # ------------------------------------------------------------ building
     def _image_shape(self, arch: str) -> tuple[int, int, int]:
         if self.task.image_shape is None:
