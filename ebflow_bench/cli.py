@@ -264,27 +264,37 @@ def cmd_steptime(args: argparse.Namespace) -> int:
         raise _BadInput("--methods is empty")
     device = args.device or "cpu"
     _check_device(device)
-    from .steptime import step_time
-
     if args.floor:
         return _steptime_floor(args, device)
-    print(f"mean step time (s), L={args.layers}, batch={args.batch_size}, device={device}")
-    print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>12}" for d in args.dims))
+    from .steptime import MIN_BLOCK_S, step_times
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(f"step time (s): median of {args.repeats} interleaved blocks of >= {MIN_BLOCK_S:g} s, (IQR) their "
+          f"interquartile range; L={args.layers}, batch={args.batch_size}, device={device}")
+    results = {d: step_times(args.methods, d, args.layers, blocks=args.repeats, batch_size=args.batch_size,
+                             device=device) for d in args.dims}
+    width = 22
+    print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>{width}}" for d in args.dims))
     for m in args.methods:
         cells = []
         for d in args.dims:
-            try:
-                cells.append(f"{step_time(m, d, args.layers, repeats=args.repeats, batch_size=args.batch_size, device=device):>12.4g}")
-            except Exception as e:  # noqa: BLE001  (an impossible size is shown, the table goes on)
-                cells.append(f"{'n/a':>12}")
-                print(f"  {m} at D={d}: {type(e).__name__}: {e}", file=sys.stderr)
+            t = results[d][m]
+            if isinstance(t, Exception):  # an impossible size is shown, the table goes on
+                cells.append(f"{'n/a':>{width}}")
+                print(f"  {m} at D={d}: {type(t).__name__}: {t}", file=sys.stderr)
+            else:
+                cells.append(f"{f'{t.median:.4g} ({t.iqr:.2g})':>{width}}")
         print(f"{m:<22}" + "".join(cells))
     return 0
 
 
 def _steptime_floor(args: argparse.Namespace, device: str) -> int:
     """``steptime --floor``: every method's step beside the plain forward+backward and the GEMM floors, timed
-    interleaved per D (median of ``--repeats``), printed as the multiples of ``ebflow_bench.stepcost``."""
+    interleaved per D (median of ``--repeats`` blocks, with their IQR), printed as the multiples of
+    ``ebflow_bench.stepcost``."""
     import torch
 
     from .stepcost import crossover, step_multiples, to_markdown
@@ -295,9 +305,11 @@ def _steptime_floor(args: argparse.Namespace, device: str) -> int:
     table = floor_table(args.methods, args.dims, args.layers, repeats=args.repeats, batch_size=args.batch_size,
                         device=device)
     print(f"step cost, L={args.layers}, batch={args.batch_size}, device={device}, threads="
-          f"{torch.get_num_threads()}, median of {args.repeats} interleaved rounds")
+          f"{torch.get_num_threads()}, median of {args.repeats} interleaved blocks of >= 0.05 s")
     print("raw times (s):")
     print(to_markdown(table.pivot(index="dim", columns="method", values="value").reset_index(), digits=4))
+    print("spread (s): interquartile range of the blocks")
+    print(to_markdown(table.pivot(index="dim", columns="method", values="iqr").reset_index(), digits=2))
     print("multiples (x_plain: step / plain forward+backward; x_floor: step / its GEMM floor; "
           "vs_ml: ML step / step):")
     print(to_markdown(step_multiples(table, layers=args.layers)))
@@ -447,11 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only-changed", action="store_true", help="with --compare: show changed benchmarks only")
     s.set_defaults(fn=cmd_track)
 
-    s = sub.add_parser("steptime", help="mean training step time of methods over D at a fixed depth")
+    s = sub.add_parser("steptime", help="training step time of methods over D at a fixed depth (median of "
+                                        "interleaved blocks, with its IQR)")
     s.add_argument("--methods", type=_csv, default=["ebflow-ml", "ebflow-dsm", "ebflow-ssm"])
     s.add_argument("--dims", type=_ints, default=[128, 256, 512, 1024, 2048])
     s.add_argument("--layers", type=int, default=2)
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--repeats", type=int, default=7,
+                   help="timed blocks per method (default 7; each block repeats the step for >= 0.05 s); with "
+                        "--floor: interleaved rounds")
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--device")
     s.add_argument("--floor", action="store_true",
