@@ -188,7 +188,8 @@ def dense_parts(n_params: int, *, optimizer: str = "adam", ema: bool = False) ->
     return out
 
 
-__all__ = ["Estimate", "ResourceError", "estimate", "check_cells", "spec_estimate", "task_parts", "available_memory", "check",
+__all__ = ["Estimate", "ResourceError", "estimate", "check_cells", "spec_estimate", "task_parts", "available_memory",
+           "check",
            "fit_workers", "announce", "dense_parts", "fmt_bytes", "cell_name", "ANNOUNCE_BYTES"]
 
 

@@ -548,4 +548,5 @@ def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bo
     return df
 
 
-__all__ = ["run_matrix", "run_cell", "default_workers", "available_cores", "checkpoint_steps", "RunDirExists", "CellFailure"]
+__all__ = ["run_matrix", "run_cell", "default_workers", "available_cores", "checkpoint_steps", "RunDirExists",
+           "CellFailure"]

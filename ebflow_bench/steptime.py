@@ -163,8 +163,10 @@ def measure(fns: dict[str, Any], *, blocks: int = BLOCKS, min_block_s: float = M
     return {name: Timing.of(ts, numbers[name]) for name, ts in per_call.items()}
 
 
-def step_times(methods: list[str], dim: int, layers: int, *, blocks: int = BLOCKS, min_block_s: float = MIN_BLOCK_S,
-               batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Timing | Exception]:
+def step_times(methods: list[str], dim: int, layers: int, *, blocks: int = BLOCKS,
+               min_block_s: float = MIN_BLOCK_S,
+               batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
+               seed: int = 0) -> dict[str, Timing | Exception]:
     """:func:`measure` of one ``train_step`` of each method at ``dim``/``layers`` (built and warmed up first,
     timed interleaved); a method that cannot be built gets its exception instead."""
     benches: dict[str, Any] = {}
