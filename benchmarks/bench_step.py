@@ -6,8 +6,10 @@ matrix products alone (``ebflow_bench.stepcost`` reports each step as a multiple
 records the process's peak resident memory for a build plus two steps at every D of the sweep, beside a
 ``baseline`` process that only imports the suite (the report subtracts it).
 Every ``setup`` pins the threads and seeds (``common.pin``) and runs one untimed warm-up step; asv's own
-warm-up is off (``warmup_time = 0``) and each sample is one step (``number = 1``). Rough cost of a full
-run on 2 cores: about 8 minutes for TimeStepD, 2 for TimeFloorD, 1.5 for TimeStepL, 4 for PeakMemStep.
+warm-up is off (``warmup_time = 0``) and each sample is one step (``number = 1``). Every timer takes at least
+5 samples in each of 2 rounds (processes), so that one preemption moves no statistic: asv reports the median of
+the samples and stores their quartiles (``stats_q_25``/``stats_q_75``: the spread). Rough cost of a full run
+on 2 cores: about 12 minutes for TimeStepD, 4 for TimeFloorD, 2 for TimeStepL, 4 for PeakMemStep.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class TimeStepD(_Step):
     """Step time against D at fixed L (the O(D^2) vs O(D^3) claim)."""
 
     params = [common.STEP_METHODS, common.D_SWEEP, [common.D_SWEEP_LAYERS]]
-    # 2 to 5 samples, stop after 10 s of samples; 2 rounds (processes) interleaved over the parameters
-    repeat = (2, 5, 10.0)
+    # 5 to 10 samples, stop after 10 s of samples; 2 rounds (processes) interleaved over the parameters
+    repeat = (5, 10, 10.0)
     rounds = 2
     timeout = 300.0
 
@@ -41,7 +43,7 @@ class TimeStepL(_Step):
     """Step time against L at fixed D (linear in L for every objective)."""
 
     params = [common.STEP_METHODS, [common.L_SWEEP_DIM], common.L_SWEEP]
-    repeat = (3, 10, 5.0)
+    repeat = (5, 10, 5.0)
     rounds = 2
     timeout = 120.0
 
@@ -54,7 +56,7 @@ class TimeFloorD:
     param_names = ["method", "dim", "layers"]
     number = 1
     warmup_time = 0.0
-    repeat = (2, 5, 10.0)
+    repeat = (5, 10, 10.0)
     rounds = 2
     timeout = 300.0
 

@@ -9,7 +9,8 @@ each parameter value as its Python ``repr`` (``"'ebflow-ml'"``, ``"512"``); they
 
 Output columns: ``machine, commit, date, env, benchmark``, one column per benchmark parameter (always
 ``method, task, dim, layers``, plus any other ``param_names`` of the suite), ``params`` (all of them as text),
-``metric, value, unit, ci_low, ci_high``. ``date`` is a UTC ``pandas.Timestamp`` (the commit time asv
+``metric, value, unit, ci_low, ci_high, q25, q75`` (asv's 99% interval and the samples' quartiles: the
+spread of a timing, whose value is the median of the samples). ``date`` is a UTC ``pandas.Timestamp`` (the commit time asv
 recorded). The metric comes from the benchmark's kind: ``time_*`` -> ``step_time`` (s), ``peakmem_*`` ->
 ``peak_memory`` (converted from bytes to MiB, the suite's unit), ``mem_*`` -> ``memory`` (MiB), ``track_<name>``
 -> ``<name>`` (the benchmark's own unit). Failed or skipped combinations are kept with value NaN.
@@ -31,7 +32,7 @@ import pandas as pd
 #: parameter columns every table has (the suite's ``param_names``); others are added as found
 PARAM_COLUMNS = ["method", "task", "dim", "layers"]
 COLUMNS = ["machine", "commit", "date", "env", "benchmark", *PARAM_COLUMNS, "params", "metric", "value", "unit",
-           "ci_low", "ci_high"]
+           "ci_low", "ci_high", "q25", "q75"]
 _MIB = 2.0**20
 
 
@@ -111,7 +112,8 @@ def _result_rows(res: Any, path: str, benchmarks: dict[str, dict[str, Any]]) -> 
                          "env": str(res.env_name or ""), "benchmark": bench, **p,
                          "params": ", ".join(f"{n}={p[n]}" for n in names),
                          "metric": metric, "value": _number(value, factor), "unit": unit,
-                         "ci_low": _number(st.get("ci_99_a"), factor), "ci_high": _number(st.get("ci_99_b"), factor)})
+                         "ci_low": _number(st.get("ci_99_a"), factor), "ci_high": _number(st.get("ci_99_b"), factor),
+                         "q25": _number(st.get("q_25"), factor), "q75": _number(st.get("q_75"), factor)})
     return rows
 
 

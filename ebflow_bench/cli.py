@@ -11,7 +11,8 @@ Exit status (:data:`EXIT_OK` ...; README "Exit codes"):
 
 - 0: done, every cell ``ok``;
 - 1: an error of the environment after the input was accepted (e.g. the disk filled up), one line on stderr;
-- 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an unusable run
+- 2: bad input, refused before any work: unknown names, impossible dims or hyperparameters, an architecture
+  that does not fit the task, a cell whose estimated peak memory exceeds the memory available, an unusable run
   folder (a file, not writable, not empty without ``--resume``, in use by another run), an unreachable
   scheduler, mismatched versions on the cluster; argparse errors too. One ``error: ...`` line, no traceback;
 - 3: the run finished but at least one cell ``failed`` (one line on stderr says how many, even with ``--quiet``);
@@ -79,11 +80,37 @@ def _check_device(name: str) -> None:
 # ------------------------------------------------------------------------------------------- commands
 
 
+def _describe_method(cls: type) -> list[str]:
+    """``list METHOD``: a method's identity, docstring summary, declared hyperparameters and tune grid."""
+    from .adapters import describe_hparam
+
+    doc = (cls.__doc__ or "").strip().splitlines()
+    out = [f"{cls.name}: family={cls.family} objective={cls.objective}"]
+    if doc:
+        out.append(f"  {doc[0]}")
+    out.append("hyperparameters (matrix: [hparams.NAME] or [block.hparams.NAME]):" if cls.hparam_spec
+               else "hyperparameters: none")
+    rows = [(k, describe_hparam(h)) for k, h in cls.hparam_spec.items()]
+    for name, d in rows:
+        out.append(f"  {name:<18} {d['type']:<6} default {d['default']:<10} {d['allowed']}")
+        if d["doc"]:
+            out.append(f"  {'':<18} {d['doc']}")
+    grid = getattr(cls, "tune_grid", {}) or {}
+    out.append("tune grid: " + ("; ".join(f"{k} in {list(v)}" for k, v in grid.items()) if grid else "none"))
+    return out
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .matrix import adapter_registry, available_presets, load_matrix
     from .tasks import available_tasks, task_dim
 
     reg = adapter_registry()
+    if args.names:
+        unknown = [n for n in args.names if n not in reg]
+        if unknown:
+            raise _BadInput(f"unknown method(s) {unknown}; known: {', '.join(sorted(reg))}")
+        print("\n\n".join("\n".join(_describe_method(reg[n])) for n in args.names))
+        return 0
     print("methods:")
     for name in sorted(reg):
         print(f"  {name:<22} family={reg[name].family:<12} objective={reg[name].objective}")
@@ -118,9 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if bool(args.preset) == bool(args.matrix):
         raise _BadInput("give exactly one of --preset NAME or --matrix FILE")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise _BadInput(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 and args.scheduler:
+    if args.workers is not None and args.workers > 1 and args.scheduler:
         raise _BadInput("give --workers N (local cluster) or --scheduler ADDR (existing cluster), not both")
     matrix = load_matrix(args.preset or args.matrix)
     if args.device:
@@ -239,27 +266,37 @@ def cmd_steptime(args: argparse.Namespace) -> int:
         raise _BadInput("--methods is empty")
     device = args.device or "cpu"
     _check_device(device)
-    from .steptime import step_time
-
     if args.floor:
         return _steptime_floor(args, device)
-    print(f"mean step time (s), L={args.layers}, batch={args.batch_size}, device={device}")
-    print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>12}" for d in args.dims))
+    from .steptime import MIN_BLOCK_S, step_times
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(f"step time (s): median of {args.repeats} interleaved blocks of >= {MIN_BLOCK_S:g} s, (IQR) their "
+          f"interquartile range; L={args.layers}, batch={args.batch_size}, device={device}")
+    results = {d: step_times(args.methods, d, args.layers, blocks=args.repeats, batch_size=args.batch_size,
+                             device=device) for d in args.dims}
+    width = 22
+    print(f"{'method':<22}" + "".join(f"{'D=' + str(d):>{width}}" for d in args.dims))
     for m in args.methods:
         cells = []
         for d in args.dims:
-            try:
-                cells.append(f"{step_time(m, d, args.layers, repeats=args.repeats, batch_size=args.batch_size, device=device):>12.4g}")
-            except Exception as e:  # noqa: BLE001  (an impossible size is shown, the table goes on)
-                cells.append(f"{'n/a':>12}")
-                print(f"  {m} at D={d}: {type(e).__name__}: {e}", file=sys.stderr)
+            t = results[d][m]
+            if isinstance(t, Exception):  # an impossible size is shown, the table goes on
+                cells.append(f"{'n/a':>{width}}")
+                print(f"  {m} at D={d}: {type(t).__name__}: {t}", file=sys.stderr)
+            else:
+                cells.append(f"{f'{t.median:.4g} ({t.iqr:.2g})':>{width}}")
         print(f"{m:<22}" + "".join(cells))
     return 0
 
 
 def _steptime_floor(args: argparse.Namespace, device: str) -> int:
     """``steptime --floor``: every method's step beside the plain forward+backward and the GEMM floors, timed
-    interleaved per D (median of ``--repeats``), printed as the multiples of ``ebflow_bench.stepcost``."""
+    interleaved per D (median of ``--repeats`` blocks, with their IQR), printed as the multiples of
+    ``ebflow_bench.stepcost``."""
     import torch
 
     from .stepcost import crossover, step_multiples, to_markdown
@@ -270,9 +307,11 @@ def _steptime_floor(args: argparse.Namespace, device: str) -> int:
     table = floor_table(args.methods, args.dims, args.layers, repeats=args.repeats, batch_size=args.batch_size,
                         device=device)
     print(f"step cost, L={args.layers}, batch={args.batch_size}, device={device}, threads="
-          f"{torch.get_num_threads()}, median of {args.repeats} interleaved rounds")
+          f"{torch.get_num_threads()}, median of {args.repeats} interleaved blocks of >= 0.05 s")
     print("raw times (s):")
     print(to_markdown(table.pivot(index="dim", columns="method", values="value").reset_index(), digits=4))
+    print("spread (s): interquartile range of the blocks")
+    print(to_markdown(table.pivot(index="dim", columns="method", values="iqr").reset_index(), digits=2))
     print("multiples (x_plain: step / plain forward+backward; x_floor: step / its GEMM floor; "
           "vs_ml: ML step / step):")
     print(to_markdown(step_multiples(table, layers=args.layers)))
@@ -304,7 +343,7 @@ def _assignments(items: list[str], flag: str) -> dict[str, dict]:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise _BadInput(f"--workers must be >= 1, got {args.workers}")
     if args.steps < 1 or args.layers < 1:
         raise _BadInput(f"--steps and --layers must be >= 1 (got {args.steps}, {args.layers})")
@@ -331,13 +370,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parser
 
+_WORKERS_HELP = ("local Dask worker processes (default: as many as the machine's cores hold at the matrix's "
+                 "eval.threads torch threads per cell, at most one per cell to run; 1: serial)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebflow-bench",
                                 description="Benchmark determinant-free training of normalizing flows.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="methods, tasks, metrics and presets")
+    s = sub.add_parser("list", help="methods, tasks, metrics and presets; `list METHOD` a method's hyperparameters")
+    s.add_argument("names", nargs="*", metavar="METHOD",
+                   help="print these methods' declared hyperparameters (type, default, range or choices, doc)")
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("run", help="run a benchmark matrix into a run directory")
@@ -345,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--matrix", help="matrix file (.toml, .yaml)")
     s.add_argument("--out", help="run directory (default runs/<preset or matrix name>)")
     s.add_argument("--resume", action="store_true", help="continue a run: skip cells already recorded")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: serial)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides the matrix's eval.device)")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -369,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hparam", action="append", metavar="METHOD.KEY=VALUE",
                    help="fixed hyperparameter under the grid, e.g. ebflow-ml.arch=toy2d (repeatable)")
     s.add_argument("--out", default="results/tuning", help="output folder (default results/tuning)")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1: serial)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     s.add_argument("--resume", action="store_true", help="continue: skip candidate cells already recorded")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -393,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", help="run directory (default runs/<preset>)")
     s.add_argument("--out", help="report directory (default results/<preset>)")
     s.add_argument("--asv", action="store_true", help="record the current commit with asv first (~10 min)")
-    s.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1)")
+    s.add_argument("--workers", type=int, default=None,
+                   help=_WORKERS_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_reference)
 
@@ -416,11 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only-changed", action="store_true", help="with --compare: show changed benchmarks only")
     s.set_defaults(fn=cmd_track)
 
-    s = sub.add_parser("steptime", help="mean training step time of methods over D at a fixed depth")
+    s = sub.add_parser("steptime", help="training step time of methods over D at a fixed depth (median of "
+                                        "interleaved blocks, with its IQR)")
     s.add_argument("--methods", type=_csv, default=["ebflow-ml", "ebflow-dsm", "ebflow-ssm"])
     s.add_argument("--dims", type=_ints, default=[128, 256, 512, 1024, 2048])
     s.add_argument("--layers", type=int, default=2)
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--repeats", type=int, default=7,
+                   help="timed blocks per method (default 7; each block repeats the step for >= 0.05 s); with "
+                        "--floor: interleaved rounds")
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--device")
     s.add_argument("--floor", action="store_true",
@@ -435,9 +485,10 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions shown as one ``error:`` line with exit status 2 (evaluated when an error propagates, so that
     the Dask-dependent cluster module is only imported by runs that use it)."""
     from .matrix import MatrixError
+    from .preflight import ResourceError
     from .rundir import RunDirError
 
-    out: tuple[type[BaseException], ...] = (_BadInput, MatrixError, RunDirError, FileNotFoundError)
+    out: tuple[type[BaseException], ...] = (_BadInput, MatrixError, ResourceError, RunDirError, FileNotFoundError)
     cluster = sys.modules.get(f"{__package__}.cluster")
     return out + ((cluster.ClusterError,) if cluster is not None else ())
 

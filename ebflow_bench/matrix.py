@@ -468,6 +468,11 @@ def validate(matrix: Matrix) -> list[CellSpec]:
         raise MatrixError(problems)
 
     raw = matrix.raw_cells()
+    from . import preflight
+
+    # the resource pre-flight: every cell's estimated peak memory against the memory there is, before any
+    # task or model is built (one ResourceError line)
+    preflight.check_cells([(registry[c.method], c) for c in raw], ev.n_samples)
     # build each (task, dim) once with its first data seed: data must be finite, adapters must accept it
     checked: dict[tuple[str, int], Any] = {}
     reported: set[tuple] = set()
@@ -476,6 +481,10 @@ def validate(matrix: Matrix) -> list[CellSpec]:
     for c in raw:
         key = (c.task, c.dim)
         if key not in checked:
+            size = sum(preflight.task_parts(c.task, c.dim, c.task_options).values())
+            if size > preflight.ANNOUNCE_BYTES:  # a long build says what it does
+                preflight.announce(f"building task {c.task!r} at D={c.dim} to check its data (estimated "
+                                   f"{preflight.fmt_bytes(size)})")
             try:
                 task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.data_seed,
                                 **c.task_options)

@@ -263,6 +263,20 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     clock = _Clock(device)
     adapter = None
     stage = "building the task"
+    from . import preflight
+
+    try:
+        est = preflight.spec_estimate(spec)
+    except Exception:  # noqa: BLE001  (an estimate is advice; the cell itself decides)
+        est = None
+    big = est is not None and est.total > preflight.ANNOUNCE_BYTES
+    who = f"cell {spec.cell_id} ({spec.method} on {spec.task}, D={spec.dim}, L={spec.layers})"
+
+    def announce(what: str) -> None:  # a long cell says what it does (stderr), never a silent wait
+        if big:
+            preflight.announce(f"{who}: {what}")
+
+    announce(f"building the task (estimated peak {preflight.fmt_bytes(est.total) if est else '?'})")
     try:
         mem = _PeakMemory(device)
         mem.start()
@@ -273,6 +287,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         np.random.seed(spec.train_seed)
         torch.manual_seed(spec.train_seed)
         stage = "building the adapter"
+        announce(stage)
         cls = adapter_registry()[spec.method]
         adapter = cls(task, dim=spec.dim, layers=spec.layers, seed=spec.train_seed, device=device, **spec.hparams)
         if adapter.hparams != spec.hparams:
@@ -280,6 +295,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         rec.n_params = int(adapter.num_params())
 
         stage = "training"
+        announce(f"training, {spec.budget} steps")
         train = task.train.to(device)
         ckpt_x = evaluation_rows(task, spec.eval.checkpoint_test)
         ckpts = set(checkpoint_steps(spec.budget, spec.eval.checkpoints))
@@ -323,6 +339,7 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
         rows += _counter_rows(adapter)
 
         stage = "evaluating"
+        announce(stage)
         test_x = evaluation_rows(task, spec.eval.max_test)
         nll: torch.Tensor | None
         try:
@@ -427,12 +444,53 @@ def _finish_record(record: dict[str, Any], samples: np.ndarray | None, run_dir: 
     write_json_atomic(run_dir / "cells" / f"{record['cell_id']}.json", record)
 
 
-def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, workers: int = 1,
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(threads: int, n_cells: int, *, cores: int | None = None, device: str = "cpu") -> int:
+    """Local workers of a run not given ``--workers``: as many cells at once as the cores hold at the cells'
+    ``threads`` torch threads each (``cores // threads``), at most one per cell to run, at least 1; on CUDA at
+    most one per visible GPU. 1 means serial (no cluster is started)."""
+    cores = available_cores() if cores is None else int(cores)
+    n = min(int(n_cells), cores // max(1, int(threads)))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        n = min(n, torch.cuda.device_count())
+    return max(1, n)
+
+
+def _local_only(cells: list[CellSpec], imports: tuple[str, ...]) -> str | None:
+    """The first method or task of ``cells`` that a fresh worker process could not import (registered in this
+    process only, not by an installed package or the matrix's ``imports``), or None."""
+    from .adapters.base import _REGISTRY
+    from .tasks.base import _TASKS
+
+    shipped = {i for i in imports if not i.endswith(".py")}
+    shipped |= {f"ebflow_bench_plugin_{Path(i).stem}" for i in imports if i.endswith(".py")}
+
+    def portable(module: str) -> bool:
+        return module.split(".")[0] in ("ebflow_bench", "ebflow", "baselines") or module in shipped
+
+    for c in cells:
+        if c.method in _REGISTRY and not portable(_REGISTRY[c.method].__module__):
+            return f"method {c.method!r}"
+        if c.task in _TASKS and not portable(getattr(_TASKS[c.task], "__module__", "")):
+            return f"task {c.task!r}"
+    return None
+
+
+def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, workers: int | None = 1,
                scheduler: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Validate ``matrix``, run its cells into ``run_dir`` and return the tidy results table.
 
     ``workers > 1`` starts a local ``dask.distributed`` cluster of that many single-threaded worker
-    processes; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
+    processes; ``workers=None`` (the CLI's default) picks :func:`default_workers` for the cells still to run
+    (the machine's cores over ``eval.threads``; serial when that is 1 or one cell is left) and says so on
+    stderr when ``progress``; ``scheduler="tcp://host:port"`` uses an existing cluster instead (workers need this package at
     the client's versions; ``.py`` plugin files of ``imports`` are shipped to them; results travel back to this
     process, which alone writes ``run_dir``): see :mod:`ebflow_bench.cluster`. Every cell runs with
     ``spec.threads`` torch threads (the matrix's ``eval.threads``), serial or on Dask.
@@ -442,7 +500,7 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     cluster reached. Then the folder is locked for the run, leftovers of a killed run are tidied (temporary
     files removed, damaged cell records moved to ``cells/corrupt/`` so that those cells run again).
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     run_dir = resolve_run_dir(run_dir)
     if resume:  # `auto` that means this machine's device of the stored run keeps the cells' ids
@@ -450,6 +508,31 @@ def run_matrix(matrix: Matrix, run_dir: str | Path, *, resume: bool = False, wor
     cells = validate(matrix)  # every problem refused here, before anything exists on disk
     ids = [c.cell_id for c in cells]
     check_run_dir(run_dir, ids, resume)  # nothing is written before this passes
+    if workers is None and scheduler is None:
+        done = {p.stem for p in (run_dir / "cells").glob("*.json")} if resume else set()
+        n_todo = sum(i not in done for i in ids)
+        workers = default_workers(matrix.eval.threads, n_todo, device=cells[0].device if cells else "cpu")
+        local = _local_only(cells, matrix.imports) if workers > 1 else None
+        if local:  # workers would not have it: serial, and say why
+            workers = 1
+        if progress and n_todo:
+            why = f"; serial: {local} is registered in this process only, not by the matrix's imports" if local \
+                else ""
+            print(f"{n_todo} cells on {workers} local worker{'s' if workers > 1 else ''} ({available_cores()} "
+                  f"cores, {matrix.eval.threads} thread{'s' if matrix.eval.threads > 1 else ''} per cell{why}; "
+                  "--workers N to change)", file=sys.stderr)
+    workers = workers or 1
+    if workers > 1 and scheduler is None:  # cells that run at once must fit together
+        from . import preflight
+
+        fitted = preflight.fit_workers(workers, [preflight.spec_estimate(c) for c in cells],
+                                       preflight.available_memory())
+        if fitted < workers:
+            import warnings
+
+            warnings.warn(f"{workers} workers' largest cells would not fit in the memory available together: "
+                          f"{fitted} worker{'s' if fitted > 1 else ''} instead", stacklevel=2)
+            workers = fitted
     if workers > 1 or scheduler is not None:  # reach the cluster before writing anything
         from .cluster import connect
 
@@ -514,4 +597,5 @@ def _run_locked(matrix: Matrix, cells: list[CellSpec], run_dir: Path, resume: bo
     return df
 
 
-__all__ = ["run_matrix", "run_cell", "checkpoint_steps", "RunDirExists", "CellFailure"]
+__all__ = ["run_matrix", "run_cell", "default_workers", "available_cores", "checkpoint_steps", "RunDirExists",
+           "CellFailure"]

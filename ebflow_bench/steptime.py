@@ -16,6 +16,7 @@ Choices:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -105,13 +106,94 @@ def build_step(method: str, dim: int, layers: int, *, batch_size: int = BATCH_SI
     return bench
 
 
-def step_time(method: str, dim: int, layers: int, *, repeats: int = 5, batch_size: int = BATCH_SIZE,
-              device: str | torch.device = "cpu", seed: int = 0) -> float:
-    """Mean wall time (s) of one ``train_step`` over ``repeats`` steps, after one warm-up step."""
+#: default number of timed blocks per variant and the shortest block (s): a block repeats the call until it
+#: lasts at least this long, so that a short step is not one clock tick and one preemption spoils one block
+BLOCKS = 7
+MIN_BLOCK_S = 0.05
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call from ``blocks`` timed blocks of ``number`` calls each: the ``median`` of the blocks'
+    per-call times (the statistic reported), their quartiles ``q1``/``q3`` (spread: ``iqr``) and ``minimum``."""
+
+    median: float
+    q1: float
+    q3: float
+    minimum: float
+    blocks: int
+    number: int
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @classmethod
+    def of(cls, per_call: list[float], number: int) -> Timing:
+        q1, med, q3 = np.percentile(per_call, [25, 50, 75])
+        return cls(float(med), float(q1), float(q3), float(min(per_call)), len(per_call), int(number))
+
+
+def measure(fns: dict[str, Any], *, blocks: int = BLOCKS, min_block_s: float = MIN_BLOCK_S,
+            clock: Any = time.perf_counter, sync: Any = lambda: None, max_number: int = 1000) -> dict[str, Timing]:
+    """Time each callable of ``fns`` robustly, interleaved: first each is called once to pick its ``number``
+    (calls per block, so that a block lasts at least ``min_block_s``; at most ``max_number``), then ``blocks``
+    rounds time one block of every callable in turn, so that load from other processes hits all alike. The
+    statistic is the median of the blocks (:class:`Timing`, with its quartiles). ``clock`` (seconds) and
+    ``sync`` (called before each clock read: a CUDA synchronise) can be injected."""
+    if blocks < 1 or min_block_s < 0:
+        raise ValueError(f"blocks must be >= 1 and min_block_s >= 0, got {blocks}, {min_block_s}")
+
+    def block(fn: Any, number: int) -> float:
+        sync()
+        t0 = clock()
+        for _ in range(number):
+            fn()
+        sync()
+        return (clock() - t0) / number
+
+    numbers = {}
+    for name, fn in fns.items():
+        once = block(fn, 1)
+        numbers[name] = int(min(max_number, max(1, math.ceil(min_block_s / once)))) if once > 0 else max_number
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(blocks):
+        for name, fn in fns.items():
+            per_call[name].append(block(fn, numbers[name]))
+    return {name: Timing.of(ts, numbers[name]) for name, ts in per_call.items()}
+
+
+def step_times(methods: list[str], dim: int, layers: int, *, blocks: int = BLOCKS,
+               min_block_s: float = MIN_BLOCK_S,
+               batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
+               seed: int = 0) -> dict[str, Timing | Exception]:
+    """:func:`measure` of one ``train_step`` of each method at ``dim``/``layers`` (built and warmed up first,
+    timed interleaved); a method that cannot be built gets its exception instead."""
+    benches: dict[str, Any] = {}
+    failed: dict[str, Exception] = {}
+    for m in methods:
+        try:
+            benches[m] = build_step(m, dim, layers, batch_size=batch_size, device=device, seed=seed, warmup=1)
+        except Exception as e:  # noqa: BLE001  (an impossible size is reported, the others are timed)
+            failed[m] = e
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    timed = measure({m: b.step for m, b in benches.items()}, blocks=blocks, min_block_s=min_block_s,
+                    sync=lambda: _sync(dev))
+    return {m: timed.get(m, failed.get(m)) for m in methods}
+
+
+def step_time(method: str, dim: int, layers: int, *, repeats: int = BLOCKS, batch_size: int = BATCH_SIZE,
+              device: str | torch.device = "cpu", seed: int = 0) -> Timing:
+    """:class:`Timing` of one ``train_step`` (median of ``repeats`` blocks of at least :data:`MIN_BLOCK_S`),
+    after one warm-up step."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    bench = build_step(method, dim, layers, batch_size=batch_size, device=device, seed=seed, warmup=1)
-    return float(np.mean([bench.timed_step() for _ in range(repeats)]))
+    result = step_times([method], dim, layers, blocks=repeats, batch_size=batch_size, device=device, seed=seed)
+    if isinstance(result[method], Exception):
+        raise result[method]
+    return result[method]
 
 
 # ------------------------------------------------------------------------------ floors (issue 13)
@@ -227,19 +309,22 @@ def gemm_floor(objective: str, dim: int, layers: int, *, batch_size: int = BATCH
     return _Timer(run, dev)
 
 
-def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats: int = 5,
+def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats: int = BLOCKS,
                 batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu", seed: int = 0,
-                floors: tuple[str, ...] = FLOOR_OBJECTIVES) -> "pd.DataFrame":
+                floors: tuple[str, ...] = FLOOR_OBJECTIVES, min_block_s: float = MIN_BLOCK_S) -> "pd.DataFrame":
     """Step times of ``methods`` beside the plain forward+backward and the GEMM floors, per D.
 
-    At each D every variant is built once, then timed ``repeats`` rounds, one step of each variant per round
-    in turn (interleaved, so that load from other processes hits all variants alike); the median per variant
-    is kept. Returns the tidy columns ``method, dim, layers, value`` (seconds; ``method`` is an adapter name,
+    At each D every variant is built once, then timed by :func:`measure`: ``repeats`` rounds, one block of
+    each variant per round in turn (interleaved, so that load from other processes hits all variants alike);
+    the median of the blocks is kept (``value``) with their interquartile range (``iqr``). Returns the tidy
+    columns ``method, dim, layers, value, iqr`` (seconds; ``method`` is an adapter name,
     :data:`PLAIN`, :data:`PLAIN_NOOPT` or ``FLOOR_PREFIX + objective``), the shape :func:`ebflow_bench.asv_results.load_asv_results`
     gives for the asv benchmarks, so :mod:`ebflow_bench.stepcost` reads both. A variant that fails to build
     gets NaN.
     """
     import pandas as pd
+
+    from .device import resolve_device
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -260,13 +345,12 @@ def floor_table(methods: list[str], dims: list[int], layers: int = 2, *, repeats
                 benches[name] = None
                 import sys
                 print(f"  {name} at D={d}: {type(e).__name__}: {e}", file=sys.stderr)
-        times: dict[str, list[float]] = {name: [] for name in benches}
-        for _ in range(repeats):
-            for name, bench in benches.items():
-                if bench is not None:
-                    times[name].append(bench.timed_step())
-        for name, ts in times.items():
+        live = {name: bench.fn if isinstance(bench, _Timer) else bench.step
+                for name, bench in benches.items() if bench is not None}
+        timed = measure(live, blocks=repeats, min_block_s=min_block_s, sync=lambda: _sync(resolve_device(device)))
+        for name in benches:
+            t = timed.get(name)
             rows.append({"method": name, "dim": d, "layers": layers,
-                         "value": float(np.median(ts)) if ts else float("nan")})
+                         "value": t.median if t else float("nan"), "iqr": t.iqr if t else float("nan")})
         benches.clear()
-    return pd.DataFrame(rows, columns=["method", "dim", "layers", "value"])
+    return pd.DataFrame(rows, columns=["method", "dim", "layers", "value", "iqr"])

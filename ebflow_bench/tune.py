@@ -143,7 +143,7 @@ class TuneResult:
 
 
 def tune(methods: list[str], tasks: list[str], out: str | Path, *, steps: int = 500, seeds: list[int] = (0,),
-         layers: int = 2, validation: float = DEFAULT_VALIDATION, workers: int = 1, device: str = "cpu",
+         layers: int = 2, validation: float = DEFAULT_VALIDATION, workers: int | None = 1, device: str = "cpu",
          task_options: dict[str, dict[str, Any]] | None = None, hparams: dict[str, dict[str, Any]] | None = None,
          resume: bool = False, progress: bool = True, command: str = "") -> TuneResult:
     """Run every grid point of every method on every task (validation split) and select; see the module

@@ -74,34 +74,39 @@ def test_argparse_errors_exit_2(capsys):
     ({"tasks": ["test-nan"], "dims": [2]}, "task 'test-nan' (D=2): task 'test-nan': train contains non-finite"),
 ])
 def test_refused_matrices(tmp_path, capsys, over, message):
-    code, _, err = _run(capsys, "run", "--matrix", _matrix(tmp_path, **over), "--out", str(tmp_path / "r"))
+    code, _, err = _run(capsys, "run", "--workers", "1", "--matrix", _matrix(tmp_path, **over), "--out", str(tmp_path / "r"))
     assert code == 2 and "invalid matrix" in err and message in err
     assert not (tmp_path / "r").exists()  # refused before any work
 
 
 def test_run_then_refuse_then_resume(tmp_path, capsys):
     m, out = _matrix(tmp_path), str(tmp_path / "r")
-    code, stdout, _ = _run(capsys, "run", "--matrix", m, "--out", out)
+    code, stdout, _ = _run(capsys, "run", "--workers", "1", "--matrix", m, "--out", out)
     assert code == 0 and "1 cells (0 failed)" in stdout
     before = (tmp_path / "r" / "results.csv").read_text()
-    code, _, err = _run(capsys, "run", "--matrix", m, "--out", out)
+    code, _, err = _run(capsys, "run", "--workers", "1", "--matrix", m, "--out", out)
     assert code == 2 and "already exists and is not empty; pass --resume" in err
     assert (tmp_path / "r" / "results.csv").read_text() == before
-    code, _, _ = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--quiet")
+    code, _, _ = _run(capsys, "run", "--workers", "1", "--matrix", m, "--out", out, "--resume", "--quiet")
     assert code == 0 and len(load_results(out)) == len(load_results(tmp_path / "r" / "results.csv"))
     # "auto" resolves to the CPU here: the same cells, so the run resumes (nothing left to do)
-    code, _, err = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--device", "auto", "--quiet")
+    code, _, err = _run(capsys, "run", "--workers", "1", "--matrix", m, "--out", out, "--resume", "--device", "auto", "--quiet")
     assert code == 0, err
     assert (tmp_path / "r" / "results.csv").read_text().count("\n") == before.count("\n")
-    code, _, err = _run(capsys, "run", "--matrix", _matrix(tmp_path, seeds=[1]), "--out", out, "--resume")
+    code, _, err = _run(capsys, "run", "--workers", "1", "--matrix", _matrix(tmp_path, seeds=[1]), "--out", out, "--resume")
     assert code == 2 and "started with a different matrix" in err
-    code, _, err = _run(capsys, "run", "--matrix", m, "--out", out, "--resume", "--device", "mps")
+    code, _, err = _run(capsys, "run", "--workers", "1", "--matrix", m, "--out", out, "--resume", "--device", "mps")
     assert code == 2 and "device 'mps' is not supported" in err
 
 
 def test_smoke_preset_end_to_end(tmp_path, capsys):
     code, stdout, err = _run(capsys, "run", "--preset", "smoke", "--out", str(tmp_path / "smoke"), "--quiet")
     assert code == 0, err
+    from ebflow_bench.runner import available_cores
+
+    # no --workers: one local worker per core (the preset's cells are single-threaded), at most one per cell
+    meta = json.loads((tmp_path / "smoke" / "meta.json").read_text())
+    assert meta["sessions"][-1]["workers"] == min(available_cores(), meta["n_cells"])
     df = load_results(tmp_path / "smoke")
     assert df["cell_id"].nunique() >= 2 and (df["status"] != "failed").all(), df[df["status"] == "failed"]
     ok = df[(df["metric"] == "test_nll") & (df["status"] == "ok")]

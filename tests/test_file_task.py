@@ -105,7 +105,7 @@ def test_matrix_runs_a_csv_without_dims_and_refuses_a_bad_one(files, capsys):
     assert cell.dim == 2
     # the diagonal model ignores the strong a-b correlation: its NLL lies nearer uniform noise on the data's box
     # than the full-covariance Gaussian fit, so the cell is diagnosed degenerate (exit code 4), with its numbers
-    assert main(["run", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 4
+    assert main(["run", "--workers", "1", "--matrix", str(m), "--out", str(tmp / "run"), "--quiet"]) == 4
     df = load_results(tmp / "run")
     assert (df["cell_status"] == "degenerate").all()
     assert df["cell_reason"].iloc[0].startswith("NLL far worse than a Gaussian fit")
@@ -116,7 +116,7 @@ def test_matrix_runs_a_csv_without_dims_and_refuses_a_bad_one(files, capsys):
     with pytest.raises(MatrixError, match="impossible D 3 for task 'file': its dimension is fixed at 2"):
         validate(load_matrix(_matrix(tmp, f'path = {json.dumps(str(tmp / "d.csv"))}\ncolumns = ["a", "b"]',
                                      "dims = [3]")))
-    code = main(["run", "--matrix", str(_matrix(tmp, 'path = "/nonexistent/x.csv"')), "--out", str(tmp / "r2")])
+    code = main(["run", "--workers", "1", "--matrix", str(_matrix(tmp, 'path = "/nonexistent/x.csv"')), "--out", str(tmp / "r2")])
     err = capsys.readouterr().err
     assert code == 2 and "data file '/nonexistent/x.csv' not found" in err and not (tmp / "r2").exists()
 

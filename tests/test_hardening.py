@@ -52,12 +52,21 @@ def _non_timing(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["cell_id", "metric", "step"]).reset_index(drop=True)
 
 
-def _wait_for(pred, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait for a state the run announces (``pred``); the timeout only guards against a hung test."""
+    deadline = time.monotonic() + timeout
     while not pred():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _held(tmp_path: Path, seed: int) -> tuple[Path, str]:
+    """A gate folder and the matrix hparams that hold the cell of train seed ``seed`` in progress (announced by
+    ``gate/started-<seed>``) until the test writes ``gate/release`` (``test_runner.hold_here``)."""
+    gate = tmp_path / "gate"
+    gate.mkdir(exist_ok=True)
+    return gate, f"[hparams.test-diag]\nhold = {json.dumps(str(gate))}\nhold_seed = {seed}\n"
 
 
 # ------------------------------------------------------------------------------------- 1: no endless loop
@@ -79,7 +88,7 @@ def test_negative_batch_size_is_refused_before_any_work(tmp_path):
     m = load_matrix(_matrix(tmp_path, seeds=[0], hparams="[hparams.test-diag]\nbatch_size = -4\n"))
     with pytest.raises(MatrixError, match="batch_size = -4: must be >= 1"):
         validate(m)
-    assert main(["run", "--matrix", _matrix(tmp_path, seeds=[0], hparams="[hparams.test-diag]\nbatch_size = -4\n"),
+    assert main(["run", "--workers", "1", "--matrix", _matrix(tmp_path, seeds=[0], hparams="[hparams.test-diag]\nbatch_size = -4\n"),
                  "--out", str(tmp_path / "never"), "--quiet"]) == EXIT_BAD_INPUT
     assert not (tmp_path / "never").exists()
 
@@ -90,8 +99,8 @@ def test_negative_batch_size_is_refused_before_any_work(tmp_path):
 def test_truncated_cell_record_is_named_skipped_and_rerun_on_resume(tmp_path, capsys):
     m = _matrix(tmp_path)
     run, full = tmp_path / "run", tmp_path / "full"
-    assert main(["run", "--matrix", m, "--out", str(run), "--quiet"]) == 0
-    assert main(["run", "--matrix", m, "--out", str(full), "--quiet"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--quiet"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", m, "--out", str(full), "--quiet"]) == 0
     victim = sorted((run / "cells").glob("*.json"))[0]
     text = victim.read_text()
     victim.write_text(text[:len(text) // 2])  # `truncate -s`: a write cut by a crash of the disk or the host
@@ -109,7 +118,7 @@ def test_truncated_cell_record_is_named_skipped_and_rerun_on_resume(tmp_path, ca
     assert len(good) == 1 and [p for p, _ in bad] == [victim]
     # --resume moves it aside (nothing silently lost) and runs that cell again: the table equals a full run's
     with pytest.warns(DamagedCellRecord, match="moved to"):
-        assert main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet"]) == 0
+        assert main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--resume", "--quiet"]) == 0
     (moved,) = (run / "cells" / "corrupt").glob(f"{victim.stem}.*.json")
     assert moved.read_text() == text[:len(text) // 2]
     assert json.loads(victim.read_text())["cell_id"] == victim.stem
@@ -117,7 +126,7 @@ def test_truncated_cell_record_is_named_skipped_and_rerun_on_resume(tmp_path, ca
 
 
 def test_record_missing_required_keys_is_damaged(tmp_path):
-    assert main(["run", "--matrix", _matrix(tmp_path, seeds=[0]), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", _matrix(tmp_path, seeds=[0]), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     (p,) = (tmp_path / "r" / "cells").glob("*.json")
     rec = json.loads(p.read_text())
     del rec["rows"]
@@ -131,7 +140,7 @@ def test_record_missing_required_keys_is_damaged(tmp_path):
 
 def test_exit_code_3_when_cells_failed_even_quiet(tmp_path, capsys):
     m = _matrix(tmp_path, hparams="[hparams.test-diag]\nnan_at_step = 1\n")
-    code = main(["run", "--matrix", m, "--out", str(tmp_path / "r"), "--quiet"])
+    code = main(["run", "--workers", "1", "--matrix", m, "--out", str(tmp_path / "r"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == EXIT_CELLS_FAILED == 3 and out == "" and "2 cells (2 failed)" in err
     assert run_exit_code(["ok", "ok"]) == 0 and run_exit_code(["ok", "degenerate"]) == 4
@@ -143,17 +152,19 @@ def test_exit_code_3_when_cells_failed_even_quiet(tmp_path, capsys):
 
 
 def test_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
-    m = _matrix(tmp_path, budgets=[200], hparams="[hparams.test-diag]\nstep_delay = 0.005\n")
+    gate, held = _held(tmp_path, seed=0)
+    m = _matrix(tmp_path, hparams=held)
     run = tmp_path / "run"
-    first = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet"), env=_env(),
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet", "--workers", "1"),
+                             env=_env(), stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text(), first)
-        code = main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet"])
+        _wait_for(lambda: (gate / "started-0").exists(), first)  # the first run holds its lock and a cell
+        code = main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--resume", "--quiet"])
         err = capsys.readouterr().err
         assert code == EXIT_BAD_INPUT and f"pid {first.pid} on {socket.gethostname()}" in err
         assert "in use by another run" in err and err.count("\n") == 1
-        assert first.wait(timeout=120) == 0, first.stderr.read()
+        (gate / "release").touch()
+        assert first.wait(timeout=300) == 0, first.stderr.read()
     finally:
         first.kill()
     assert not (run / ".lock").exists()
@@ -183,7 +194,7 @@ def test_tilde_out_is_expanded(tmp_path, monkeypatch, capsys):
     home.mkdir(), cwd.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(cwd)
-    assert main(["run", "--matrix", _matrix(tmp_path, seeds=[0]), "--out=~/x"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", _matrix(tmp_path, seeds=[0]), "--out=~/x"]) == 0
     assert (home / "x" / "results.parquet").is_file() and not (cwd / "~").exists()
     assert str(home / "x" / "results.parquet") in capsys.readouterr().out
 
@@ -208,7 +219,7 @@ def test_unusable_out_is_one_line_before_any_work(tmp_path, capsys, kind):
             if os.access("/sys", os.W_OK) and not Path("/sys").is_mount():
                 pytest.skip("no read-only folder available")
         message = "not writable"
-    code = main(["run", "--matrix", _matrix(tmp_path, seeds=[0]), "--out", str(out)])
+    code = main(["run", "--workers", "1", "--matrix", _matrix(tmp_path, seeds=[0]), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "f.txt").is_dir()
@@ -227,7 +238,7 @@ def test_resume_into_an_unrelated_folder_is_refused(tmp_path, capsys):
     mine = tmp_path / "photos"
     mine.mkdir()
     (mine / "cat.jpg").write_text("meow")
-    code = main(["run", "--matrix", _matrix(tmp_path), "--out", str(mine), "--resume"])
+    code = main(["run", "--workers", "1", "--matrix", _matrix(tmp_path), "--out", str(mine), "--resume"])
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and "not a run folder (no matrix.json; holds cat.jpg)" in err
     assert sorted(p.name for p in mine.iterdir()) == ["cat.jpg"]
@@ -236,30 +247,38 @@ def test_resume_into_an_unrelated_folder_is_refused(tmp_path, capsys):
 def test_resume_cleans_temporary_files_and_accepts_device_auto(tmp_path):
     m = _matrix(tmp_path)
     run = tmp_path / "run"
-    assert main(["run", "--matrix", m, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
+    assert main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
     started = {p.name: json.loads(p.read_text())["started"] for p in (run / "cells").glob("*.json")}
     leftovers = [run / "cells" / f".abc.json.tmp{os.getpid()}", run / "samples" / ".abc.tmp.npy",
                  run / ".results.parquet.tmp"]
     for p in leftovers:  # what a SIGKILL in the middle of a write leaves
         p.write_text("half")
     dev = "auto" if not torch.cuda.is_available() else "cpu"  # `auto` is the CPU here: the same matrix
-    assert main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet", "--device", dev]) == 0
+    assert main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--resume", "--quiet", "--device", dev]) == 0
     assert not any(p.exists() for p in leftovers)
     assert {p.name: json.loads(p.read_text())["started"] for p in (run / "cells").glob("*.json")} == started
 
 
 def test_ctrl_c_exits_130_with_the_resume_hint_and_frees_the_folder(tmp_path):
-    m = _matrix(tmp_path, seeds=[0, 1, 2], budgets=[150], hparams="[hparams.test-diag]\nstep_delay = 0.005\n")
+    """SIGINT while the second of three cells is held in progress (announced by the run, never a time): exit
+    130 with the hint, the first cell kept, the lock gone; --resume finishes the other two."""
+    gate, held = _held(tmp_path, seed=1)
+    m = _matrix(tmp_path, seeds=[0, 1, 2], hparams=held)
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet"), env=_env(),
+    proc = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet", "--workers", "1"), env=_env(),
                             stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: list((run / "cells").glob("*.json")), proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _wait_for(lambda: (gate / "started-1").exists(), proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED == 130, err
     assert "resume with --resume" in err and "Traceback" not in err
     assert not (run / ".lock").exists()
-    assert main(["run", "--matrix", m, "--out", str(run), "--resume", "--quiet"]) == 0
+    assert len(list((run / "cells").glob("*.json"))) == 1  # the seed-0 cell, finished before the held one
+    (gate / "release").touch()
+    assert main(["run", "--workers", "1", "--matrix", m, "--out", str(run), "--resume", "--quiet"]) == 0
     assert load_results(run)["cell_id"].nunique() == 3
 
 

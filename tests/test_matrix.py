@@ -34,7 +34,7 @@ def test_toml_and_yaml_give_the_same_cells(tmp_path):
     ca, cb = validate(a), validate(b)
     assert [c.cell_id for c in ca] == [c.cell_id for c in cb]
     assert len(ca) == 4 and ca[0].hparams == {"lr": 0.1, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0,
-                                              "sample_scale": 1.0}
+                                              "sample_scale": 1.0, "hold": "", "hold_seed": 0}
     assert ca[0].eval.n_samples == 50
     # deterministic order (dims, then seeds) and ids that depend on every setting
     assert [(c.dim, c.data_seed, c.train_seed) for c in ca] == [(2, 0, 0), (2, 1, 1), (3, 0, 0), (3, 1, 1)]

@@ -44,16 +44,35 @@ def _gauss_task(dim: int, seed: int = 0) -> Task:
                 sampler=lambda n, gen: mu + sd * torch.randn(n, dim, generator=gen))
 
 
+#: the step at which a held cell announces itself and waits (see ``DiagGauss``)
+HOLD_STEP = 2
+
+
+def hold_here(folder: str, seed: int, timeout_s: float = 300.0) -> None:
+    """A cell in progress, announced and held: write ``folder/started-<seed>``, then wait until the test
+    writes ``folder/release`` (the signal and kill tests wait for the first file, never for a time)."""
+    gate = Path(folder)
+    (gate / f"started-{seed}").touch()
+    deadline = time.monotonic() + timeout_s
+    while not (gate / "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"held cell (seed {seed}) never released: no {gate / 'release'}")
+        time.sleep(0.01)
+
+
 class DiagGauss(Adapter):
     """N(mu, diag(exp(2 s))) trained by Adam on the mean NLL; ``nan_at_step`` poisons s to force a NaN loss;
-    ``step_delay`` (s) slows each step (for the kill test)."""
+    ``step_delay`` (s) slows each step; ``hold`` (a folder) with ``hold_seed``: the cell of that train seed
+    announces itself at step :data:`HOLD_STEP` and waits for the test (:func:`hold_here`; signal/kill tests)."""
 
     name = "test-diag"
     family = "mle-flow"
     objective = "ml"
     hparam_spec = {"lr": HParam(0.05, float, low=1e-9), "batch_size": HParam(128, int, low=1),
                    "nan_at_step": HParam(0, int, low=0), "step_delay": HParam(0.0, float, low=0.0),
-                   "sample_scale": HParam(1.0, float, doc="multiplies the samples' spread (1e6: exploding)")}
+                   "sample_scale": HParam(1.0, float, doc="multiplies the samples' spread (1e6: exploding)"),
+                   "hold": HParam("", str, doc="folder of the hold gate ('' = never hold)"),
+                   "hold_seed": HParam(0, int, low=0, doc="train seed of the cell that holds")}
 
     @classmethod
     def check(cls, task: Task, dim: int, layers: int) -> str | None:
@@ -76,6 +95,8 @@ class DiagGauss(Adapter):
                 self.log_sd.fill_(float("nan"))
         if self.hparams["step_delay"]:
             time.sleep(self.hparams["step_delay"])
+        if self.hparams["hold"] and self.steps == HOLD_STEP and self.seed == self.hparams["hold_seed"]:
+            hold_here(self.hparams["hold"], self.seed)
         loss = self._nll(batch).mean()
         self.opt.zero_grad()
         loss.backward()
@@ -186,7 +207,8 @@ def test_serial_run_learns_the_gaussian_and_writes_the_run_dir(tmp_path):
     assert (other["compute_s"] == rec["compute_s"]).all() and (other["wall_s"] == rec["wall_s"]).all()
     assert (df["steps_done"] == 300).all() and (df["threads"] == 1).all() and (df["cell_status"] == "ok").all()
     assert json.loads(df["hparams"].iloc[0]) == rec["spec"]["hparams"] == {
-        "lr": 0.05, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0, "sample_scale": 1.0}
+        "lr": 0.05, "batch_size": 128, "nan_at_step": 0, "step_delay": 0.0, "sample_scale": 1.0, "hold": "",
+        "hold_seed": 0}
     assert (df["config_key"] == rec["config_key"]).all() and (df["data_seed"] == 0).all()
     for metric in TIMING_METRICS[:3]:
         v = df.set_index("metric").loc[metric, "value"]
@@ -229,21 +251,30 @@ def test_existing_run_dir_is_refused_without_resume(tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_table(tmp_path):
-    mfile = _matrix_file(tmp_path, budgets="[90]", extra="[hparams.test-diag]\nstep_delay = 0.003\n")
+    """SIGKILL while the second cell is held in progress (announced by its marker file, never a time): exactly
+    the first cell is recorded; --resume runs the other three; the table equals an uninterrupted run's."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    mfile = _matrix_file(tmp_path, budgets="[90]",
+                         extra=f"[hparams.test-diag]\nhold = {json.dumps(str(gate))}\nhold_seed = 1\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "ebflow_bench.cli", "run", "--matrix", str(mfile), "--quiet"]
+    cmd = [sys.executable, "-m", "ebflow_bench.cli", "run", "--matrix", str(mfile), "--quiet", "--workers", "1"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while not list((killed / "cells").glob("*.json")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hung test only: the wait is for the marker
+        while not (gate / "started-1").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the held cell never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
     first = {p.name: json.loads(p.read_text())["started"] for p in (killed / "cells").glob("*.json")}
-    assert 1 <= len(first) < 4 and not (killed / "results.parquet").exists()
+    assert len(first) == 1 and not (killed / "results.parquet").exists()  # cells run in order: (D=2, seed 0)
 
+    (gate / "release").touch()
     assert main(cmd[3:] + ["--out", str(killed)]) == 2  # not without --resume
     resumed = subprocess.run(cmd + ["--out", str(killed), "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -1,10 +1,16 @@
-"""Adapters: one per method family, all behind :class:`~ebflow_bench.adapters.base.Adapter`."""
+"""Adapters: one per method family, all behind :class:`~ebflow_bench.adapters.base.Adapter`.
+
+A plugin needs nothing else: ``from ebflow_bench.adapters import Adapter, HParam, count, positive, register``
+(and ``NLLUnavailable``, ``Unsupported``, ``HParamError``); ``ebflow-bench list METHOD`` prints what an adapter
+declares (hyperparameters with types, defaults, bounds or choices and docs; its tune grid).
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from .base import Adapter, NLLUnavailable, Unsupported, available, get, register
+from .base import (Adapter, HParam, HParamError, NLLUnavailable, Unsupported, available, count, describe_hparam,
+                   get, positive, register)
 
 #: modules that register adapters when imported (one per method family)
 ADAPTER_MODULES = (
@@ -28,4 +34,5 @@ def _load_all() -> None:
     _loaded = True
 
 
-__all__ = ["Adapter", "NLLUnavailable", "Unsupported", "available", "get", "register"]
+__all__ = ["Adapter", "HParam", "HParamError", "NLLUnavailable", "Unsupported", "available", "count",
+           "describe_hparam", "get", "positive", "register"]

@@ -135,6 +135,24 @@ def count(default: Any, low: int = 1, doc: str = "", **kw: Any) -> HParam:
     return HParam(default, int, low=low, doc=doc, **kw)
 
 
+def describe_hparam(h: HParam) -> dict[str, str]:
+    """What ``ebflow-bench list METHOD`` prints of one declaration: ``type``, ``default``, ``allowed`` (the range
+    or the choices, ``None`` allowed or chosen per task) and ``doc``."""
+    allowed = []
+    if h.choices is not None:
+        allowed.append("one of " + ", ".join(map(repr, h.choices)))
+    if h.low is not None:
+        allowed.append("> 0" if h.low == _POSITIVE else f">= {h.low:g}")
+    if h.high is not None:
+        allowed.append(f"<= {h.high:g}")
+    if h.per_task:
+        allowed.append("None = chosen per task")
+    elif h.optional:
+        allowed.append("None allowed")
+    return {"type": "any" if h.type is object else h.type.__name__, "default": repr(h.default),
+            "allowed": ", ".join(allowed) or "any", "doc": h.doc}
+
+
 def _infer_spec(defaults: dict[str, Any]) -> dict[str, HParam]:
     out = {}
     for k, v in defaults.items():
@@ -211,6 +229,20 @@ class Adapter(abc.ABC):
         """Return None if this adapter can run on ``task`` at ``dim``/``layers`` with the resolved ``hparams``
         (None: the defaults), else the reason it cannot."""
         return None
+
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """Estimated peak bytes of the method's own state and work at ``dim``/``layers`` with ``hparams`` (the
+        defaults merged in; per-task values may still be None) and mini-batch ``batch``, by part (parameters,
+        gradients, optimizer state, EMA, activations, workspaces), for the resource pre-flight
+        (:mod:`ebflow_bench.preflight`) before anything is built. The default describes a network of width
+        ``hidden`` (default 64) per layer, linear in D; adapters whose memory grows otherwise override it."""
+        from ..preflight import dense_parts
+
+        width = int(hparams.get("hidden") or 64)
+        n_params = int(layers) * (3 * width * dim + width * width + 2 * dim)
+        return {**dense_parts(n_params, optimizer=str(hparams.get("optimizer", "adam"))),
+                "activations": 32 * batch * (dim + width) * max(1, int(layers))}
 
     @abc.abstractmethod
     def build(self) -> None:

@@ -9,8 +9,8 @@ architecture trained with exact log-dets" maximum-likelihood baseline. The loss 
 Architecture (hparam ``arch``): ``fc`` (default) is ``fully_connected(dim, layers)``, the paper's dense model,
 used on every task including 2-D toys (the dense model is the point of the comparison); ``fc-residual`` is the
 official CIFAR-10 FC model (``fully_connected(dim, layers, residual=True)``: the same dense layers with the
-residual smooth leaky ReLU ``x + alpha x + (1 - alpha) softplus(x)``), allowed wherever ``fc`` is; ``toy2d`` is the paper's
-toy model (``layers`` x [dense, affine coupling of width ``hidden``, ActNorm]); ``cnn`` (image tasks only)
+residual smooth leaky ReLU ``x + alpha x + (1 - alpha) softplus(x)``), allowed wherever ``fc`` is; ``toy2d`` (D = 2 only,
+refused elsewhere by ``check``) is the paper's toy model (``layers`` x [dense, affine coupling of width ``hidden``, ActNorm]); ``cnn`` (image tasks only)
 ``layers`` 3x3 convolutions. ``mle-lu`` accepts only ``fc``. On image tasks (``task.image_shape`` set, data in
 [0, 1]) the model gets the MaP logit preprocessing (``ebflow.preprocessing.LogitTransform``), as in the paper;
 NLLs are in data (pixel) space.
@@ -129,7 +129,34 @@ class EBFlowAdapter(Adapter):
         arch = (hparams or cls.defaults).get("arch")
         if arch == "cnn" and task.image_shape is None:
             return f"arch='cnn' needs an image task (task {task.name!r} has no image shape)"
+        if arch == "toy2d" and dim != 2:
+            return (f"arch='toy2d' is the paper's 2-D toy model; task {task.name!r} has D={dim} "
+                    "(use arch='fc', the dense model of every other task)")
         return None
+
+    #: activation bytes per (batch row x dimension x layer) of a training step, by objective (measured:
+    #: tests/test_preflight.py); ML and SML also hold LU factors of every D x D layer
+    ACTIVATION_BYTES: ClassVar[dict[str, int]] = {"ml": 48, "sml": 64, "ssm": 96, "dsm": 64, "fdssm": 96}
+
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """The dense model: ``L`` D x D layers with biases (``toy2d`` adds its couplings, ``cnn`` is far smaller
+        and estimated as ``fc``, an upper bound); Adam/AdamW state 2 buffers, RMSprop 1; an EMA copy when
+        ``ema_decay > 0``; activations of a step (:data:`ACTIVATION_BYTES`); the LU factors and inverses of
+        the log-det (ML in training; every objective when sampling or evaluating the NLL)."""
+        from ..preflight import dense_parts
+
+        d2 = dim * dim
+        n_params = layers * (d2 + dim)
+        if hparams.get("arch") == "toy2d":
+            h = int(hparams.get("hidden") or 64)
+            n_params += layers * (h * dim + h * h + 2 * h * dim)
+        parts = dense_parts(n_params, optimizer=str(hparams.get("optimizer", "adam")),
+                            ema=bool(hparams.get("ema_decay")))
+        parts["activations"] = cls.ACTIVATION_BYTES.get(cls.objective, 96) * batch * dim * layers
+        lu_layers = layers if cls.objective in ("ml", "sml") else 1  # saved for backward in ML's training
+        parts["log-det workspace"] = 4 * d2 * lu_layers + 12 * d2
+        return parts
 
     # ------------------------------------------------------------ building
     def _image_shape(self, arch: str) -> tuple[int, int, int]:
@@ -150,6 +177,9 @@ class EBFlowAdapter(Adapter):
         arch = str(self.hparams["arch"])
         if arch not in self.archs:
             raise Unsupported(f"{self.name}: unknown arch {arch!r}; expected one of {list(self.archs)}")
+        reason = self.check(self.task, self.dim, self.layers, self.hparams)
+        if reason:
+            raise Unsupported(f"{self.name}: {reason}")
         opt = str(self.hparams["optimizer"]).lower()
         if opt not in _OPTIMIZERS:
             raise ValueError(f"{self.name}: optimizer must be one of {sorted(_OPTIMIZERS)}, got {opt!r}")

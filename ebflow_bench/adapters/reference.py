@@ -24,6 +24,11 @@ class _Reference(Adapter):
     family = "reference"
     defaults: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """No model: the task and the evaluation are all (:mod:`ebflow_bench.preflight` adds them)."""
+        return {}
+
     def train_step(self, batch: torch.Tensor) -> float:
         return 0.0
 
@@ -61,6 +66,11 @@ class GaussianFitReference(_Reference):
 
     name = "gaussian-fit"
     objective = "closed-form"
+
+    @classmethod
+    def memory_parts(cls, dim: int, layers: int, hparams: dict[str, Any], batch: int) -> dict[str, int]:
+        """No training state: the float64 covariance, its Cholesky factor and a work copy (D x D each)."""
+        return {"covariance": 3 * 8 * dim * dim}
 
     def build(self) -> None:
         self.fit = gaussian_fit(self.task)
