@@ -35,7 +35,10 @@ def _cell_rows(method, task, dim, seed, budget, curve, speed, *, hparams=None, c
 
 def _verdict(key, rows):
     columns = list(_cell_rows("ebflow-ml", "patches32", 1024, 0, 1, FLAT, 1.0)[0])
-    out = evaluate_claims(pd.DataFrame(rows, columns=columns), claims=(get_claim(key),))
+    # a run of the rule as it stands: every cell registered under its current fingerprint, from a clean commit
+    df = pd.DataFrame(rows, columns=columns).assign(
+        commit="0123abc", rule_fingerprints=json.dumps({key: get_claim(key).fingerprint}))
+    out = evaluate_claims(df, claims=(get_claim(key),))
     assert list(out.columns) == CLAIM_COLUMNS
     return out.iloc[0]
 
@@ -91,7 +94,7 @@ def test_time_to_quality_not_run():
     # below the fixed budgets: ML's 500 steps are dropped by min_steps, DSM's 1500 by the per-method budget
     short_ml = [dict(r, budget=500, steps_done=500) if r["method"] == "ebflow-ml" else r for r in _ttq()]
     v = _verdict("ebflow-time-to-quality", short_ml)
-    assert v.verdict == "not run" and "budget of only 500 steps" in v.note
+    assert v.verdict == "not run" and "ebflow-ml on patches32 (500)" in v.note and ">= 1000 steps" in v.note
     short_dsm = [dict(r, budget=1500, steps_done=1500) if r["method"] == "ebflow-dsm" else r for r in _ttq()]
     v = _verdict("ebflow-time-to-quality", short_dsm)
     assert v.verdict == "not run" and "ran 1500 steps; this claim needs 2000" in v.note

@@ -31,7 +31,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .core import EBFLOW_SRC, Broken, Claim, Inconclusive, Verdict, _fmt, mean_se, select, still_improving
+from .core import EBFLOW_SRC, Broken, Cells, Claim, Inconclusive, Verdict, _fmt, mean_se, select, still_improving
 
 PEER_TASK = "mnist5k"
 PEER_SCALE = 256.0  # mnist5k's discrete_scale: bits/dim of the checkpoint NLLs
@@ -165,5 +165,6 @@ PEERS_CLAIMS: tuple[Claim, ...] = (
         "ones. The published numbers are not comparable across the two papers: their maximum-likelihood "
         "baselines on the same architecture differ by 145 nats (1092.4 vs 947.6), from training length, "
         "initialisation and logit smoothing; only this run's like-for-like numbers decide.",
-        _rule_vs_prior, min_steps=PEER_MIN_STEPS),
+        _rule_vs_prior, min_steps=PEER_MIN_STEPS,
+        cells=Cells(("ebflow-ssm", "ebflow-dsm") + PEERS, (PEER_TASK,))),
 )
