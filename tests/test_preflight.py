@@ -94,7 +94,8 @@ def test_fit_workers():
 def test_a_big_cell_announces_its_setup_stages(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(preflight, "ANNOUNCE_BYTES", 0)
     run = tmp_path / "run"
-    assert main(["run", "--workers", "1", "--quiet", "--matrix", _write(tmp_path, [8]), "--out", str(run)]) == 0
+    # 3 steps fit nothing: the cell may come out degenerate (exit 4); what is tested is that it says what it does
+    assert main(["run", "--workers", "1", "--quiet", "--matrix", _write(tmp_path, [8]), "--out", str(run)]) in (0, 4)
     err = capsys.readouterr().err
     assert "setup: building task 'gaussian' at D=8 to check its data (estimated " in err
     for stage in ("building the task (estimated peak ", "building the adapter", "training, 3 steps", "evaluating"):
