@@ -53,11 +53,11 @@ def _matrix(tmp_path: Path, threads: int = 1) -> str:
 def test_the_default_is_announced_and_recorded(tmp_path, capsys, monkeypatch, cores, threads, message):
     monkeypatch.setattr(runner, "available_cores", lambda: cores)
     run = tmp_path / "run"
-    assert main(["run", "--matrix", _matrix(tmp_path, threads), "--out", str(run)]) == 0
+    assert main(["run", "--matrix", _matrix(tmp_path, threads), "--out", str(run)]) in (0, 4)  # tiny cells may be diagnosed degenerate (exit 4)
     assert message in capsys.readouterr().err
     assert json.loads((run / "meta.json").read_text())["sessions"][-1]["workers"] == 1
     # resuming a finished run has nothing left to run: no cluster, nothing announced
-    assert main(["run", "--matrix", _matrix(tmp_path, threads), "--out", str(run), "--resume"]) == 0
+    assert main(["run", "--matrix", _matrix(tmp_path, threads), "--out", str(run), "--resume"]) in (0, 4)
     assert "local worker" not in capsys.readouterr().err
 
 
@@ -72,7 +72,7 @@ def test_a_method_registered_in_this_process_only_runs_serially(tmp_path, capsys
     m.write_text('methods = ["test-diag"]\ntasks = ["test-gauss"]\ndims = [2]\nlayers = [1]\nseeds = [0, 1]\n'
                  'budgets = [5]\n[eval]\nn_samples = 50\n')
     run = tmp_path / "run"
-    assert main(["run", "--matrix", str(m), "--out", str(run)]) == 0
+    assert main(["run", "--matrix", str(m), "--out", str(run)]) in (0, 4)  # tiny cells may be diagnosed degenerate (exit 4)
     err = capsys.readouterr().err
     assert "2 cells on 1 local worker (4 cores, 1 thread per cell; serial: method 'test-diag' is registered in " \
            "this process only" in err
