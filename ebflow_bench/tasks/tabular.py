@@ -8,16 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import *  # noqa: F401,F403
-from .base import (  # noqa: F401
-    _LOG_2PI,
-    Bounds,
-    _from_sampler,
-    _iso_mixture_log_prob,
-    _iso_mixture_sampler,
-    _mixture_task,
-    _sizes,
-)
+from .base import DATA_HASH_OPTION, Task, TaskUnavailable, _sizes, register_task
 from .images import _stratified_order  # noqa: F401
 
 Tensor = torch.Tensor
