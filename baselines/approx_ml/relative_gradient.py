@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebflow import EBFlow
-from ebflow.layers import Dense, Layer, SmoothLeakyReLU
+from ebflow.layers import Dense
 
-from .common import finite_mean
+from .common import dense_stack, finite_mean
 
 __all__ = ["RelativeDense", "relative_fully_connected", "relative_loss"]
 
@@ -86,14 +86,7 @@ class RelativeDense(Dense):
 def relative_fully_connected(dim: int, num_layers: int = 2, *, alpha: float = 0.3, bias: bool = True,
                              preprocessing: nn.Module | None = None) -> EBFlow:
     """EBFlow's FC model with :class:`RelativeDense` layers (the official MNIST model at ``L = 2``)."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-    layers: list[Layer] = []
-    for i in range(num_layers):
-        if i:
-            layers.append(SmoothLeakyReLU(alpha))
-        layers.append(RelativeDense(dim, bias=bias))
-    return EBFlow(layers, (dim,), preprocessing)
+    return dense_stack(dim, num_layers, lambda: RelativeDense(dim, bias=bias), alpha=alpha, preprocessing=preprocessing)
 
 
 def relative_loss(model: EBFlow, u: Tensor) -> tuple[Tensor, Tensor, int]:

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebflow import EBFlow
-from ebflow.layers import Dense, Layer, SmoothLeakyReLU
+from ebflow.layers import Dense
 
-from .common import finite_mean
+from .common import dense_stack, finite_mean
 
 __all__ = ["SelfNormDense", "snf_fully_connected", "snf_loss"]
 
@@ -109,14 +109,7 @@ def snf_fully_connected(dim: int, num_layers: int = 2, *, alpha: float = 0.3, bi
                         preprocessing: nn.Module | None = None) -> EBFlow:
     """EBFlow's FC model (``L`` dense ``D x D`` layers, smooth leaky ReLU ``alpha`` between them) with
     :class:`SelfNormDense` layers: the official ``selfnorm_fc_mnist`` model at ``L = 2``, ``alpha = 0.3``."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-    layers: list[Layer] = []
-    for i in range(num_layers):
-        if i:
-            layers.append(SmoothLeakyReLU(alpha))
-        layers.append(SelfNormDense(dim, bias=bias))
-    return EBFlow(layers, (dim,), preprocessing)
+    return dense_stack(dim, num_layers, lambda: SelfNormDense(dim, bias=bias), alpha=alpha, preprocessing=preprocessing)
 
 
 def snf_loss(model: EBFlow, u: Tensor, recon_weight: float = 1.0) -> tuple[Tensor, Tensor, int]:
