@@ -140,8 +140,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .matrix import load_matrix
-    from .runner import run_matrix
+    from .matrix import check_static, load_matrix
 
     if bool(args.preset) == bool(args.matrix):
         raise _BadInput("give exactly one of --preset NAME or --matrix FILE")
@@ -153,7 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         _check_device(args.device)
         matrix = matrix.with_device(args.device)
+    check_static(matrix)  # names, sizes and the memory pre-flight before the runner (pandas, Dask) is imported
     from .rundir import resolve_run_dir
+    from .runner import run_matrix
 
     out = resolve_run_dir(args.out) if args.out else Path("runs") / (args.preset or matrix.name)
     args.out_resolved = out

@@ -370,24 +370,17 @@ def _check(cls: type, task: Any, dim: int, layers: int, hparams: dict[str, Any])
     return cls.check(task, dim, layers)
 
 
-def validate(matrix: Matrix) -> list[CellSpec]:
-    """Check the whole matrix before any work; return its resolved cell specs or raise one :class:`MatrixError`.
+def check_static(matrix: Matrix) -> tuple[dict[str, type], str]:
+    """The checks of :func:`validate` that build nothing (names, dims, budgets, hyperparameters, eval settings,
+    the device) and the resource pre-flight (:func:`ebflow_bench.preflight.check_cells`); returns the adapter
+    registry and the resolved device, or raises one :class:`MatrixError` (or a ``ResourceError`` line).
 
-    Checks: known methods and tasks (the message lists the known names); each dim an integer >= 1 and equal to
-    the task's fixed D where it has one; layers, seeds and budgets (also ``method_budgets``) integers (layers,
-    budgets >= 1, seeds >= 0); every hyperparameter known to the adapter and of its declared type and range
-    (``Adapter.resolve_hparams``); eval settings in range, threads >= 1 and the device usable (``cpu``, ``cuda``,
-    ``cuda:N`` or ``auto``, resolved here); every (task, dim) builds (with the block's first data seed) and has
-    finite data; and each adapter's ``check(task, dim, layers, hparams=...)`` (e.g. ``arch="cnn"`` on 2-D data).
-    Every problem found is listed at once. A task whose optional data is not on this machine
-    (``TaskUnavailable``, e.g. UCI without its folder) is skipped: its cells are left out with a
-    :class:`TaskSkipped` warning saying why (an error if no cell is left).
-    """
-    import torch
-
+    Milliseconds once the adapters are imported: the CLI calls it before it imports the runner, so an
+    impossible matrix is refused at once (``validate`` repeats it before building the tasks)."""
+    from . import preflight
     from .adapters.base import HParamError
     from .device import check_device
-    from .tasks import DATA_HASH_OPTION, TaskUnavailable, available_tasks, get_task, task_dim
+    from .tasks import available_tasks, task_dim
 
     problems: list[str] = []
     try:
@@ -468,11 +461,35 @@ def validate(matrix: Matrix) -> list[CellSpec]:
         raise MatrixError(problems)
 
     raw = matrix.raw_cells()
-    from . import preflight
 
     # the resource pre-flight: every cell's estimated peak memory against the memory there is, before any
     # task or model is built (one ResourceError line)
     preflight.check_cells([(registry[c.method], c) for c in raw], ev.n_samples)
+    return registry, device
+
+
+def validate(matrix: Matrix) -> list[CellSpec]:
+    """Check the whole matrix before any work; return its resolved cell specs or raise one :class:`MatrixError`.
+
+    Checks: known methods and tasks (the message lists the known names); each dim an integer >= 1 and equal to
+    the task's fixed D where it has one; layers, seeds and budgets (also ``method_budgets``) integers (layers,
+    budgets >= 1, seeds >= 0); every hyperparameter known to the adapter and of its declared type and range
+    (``Adapter.resolve_hparams``); eval settings in range, threads >= 1 and the device usable (``cpu``, ``cuda``,
+    ``cuda:N`` or ``auto``, resolved here); every (task, dim) builds (with the block's first data seed) and has
+    finite data; and each adapter's ``check(task, dim, layers, hparams=...)`` (e.g. ``arch="cnn"`` on 2-D data).
+    Every problem found is listed at once. A task whose optional data is not on this machine
+    (``TaskUnavailable``, e.g. UCI without its folder) is skipped: its cells are left out with a
+    :class:`TaskSkipped` warning saying why (an error if no cell is left).
+    """
+    import torch
+
+    from . import preflight
+    from .tasks import DATA_HASH_OPTION, TaskUnavailable, get_task, task_dim
+
+    registry, device = check_static(matrix)
+    ev = matrix.eval
+    raw = matrix.raw_cells()
+    problems: list[str] = []
     # build each (task, dim) once with its first data seed: data must be finite, adapters must accept it
     checked: dict[tuple[str, int], Any] = {}
     reported: set[tuple] = set()

@@ -46,6 +46,18 @@ def test_an_impossible_matrix_is_one_line_before_any_task_or_folder(tmp_path, ca
     assert not run.exists()
 
 
+def test_the_refusal_comes_before_the_runner_and_its_imports(tmp_path):
+    """The CLI refuses an impossible matrix before it imports the runner (pandas, Dask): what the refusal waits
+    for is the Python start and the adapters' torch import only (README: under 2 s on this machine)."""
+    probe = ("import sys\nfrom ebflow_bench.cli import main\n"
+             f"code = main(['run', '--matrix', {_write(tmp_path, [200000])!r}, '--out', {str(tmp_path / 'r')!r}])\n"
+             "print(code, sorted(m for m in ('ebflow_bench.runner', 'pandas', 'dask', 'distributed') "
+             "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split("\n")[0] == f"{EXIT_BAD_INPUT} []", out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: cell ebflow-ml on gaussian (D=200000")
+
+
 def test_the_limit_names_the_largest_cell_and_counts_the_others(monkeypatch):
     m = matrix_from_dict({"methods": ["ebflow-ml", "ebflow-dsm"], "tasks": ["gaussian"], "dims": [64, 2048],
                           "budgets": [3]})
