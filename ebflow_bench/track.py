@@ -165,6 +165,7 @@ def compare(base: str, head: str, *, machine: str = DEFAULT_MACHINE, factor: flo
                 hashes.append(repo.get_hash_from_name(name))
             except NoSuchNameError:
                 raise TrackError(f"{name!r} is not a commit of {root}") from None
+        _check_comparable(root / RESULTS_DIR, machine, base, head, *hashes)
         try:
             worsened, improved = Compare.print_table(
                 conf, hashes[0], hashes[1], factor=factor, split=split, machine=machine,
@@ -176,6 +177,48 @@ def compare(base: str, head: str, *, machine: str = DEFAULT_MACHINE, factor: flo
     finally:
         os.chdir(cwd)
     return bool(worsened), bool(improved)
+
+
+def _recorded_cpu(results: Path, machine: str, commit: str) -> set[str]:
+    """The CPU names in the saved result files of ``commit`` on ``machine`` (asv's ``params.cpu``; empty when
+    a file does not say)."""
+    import json
+
+    cpus = set()
+    for f in (results / machine).glob(f"{commit[:8]}*-*.json"):
+        try:
+            cpu = json.loads(f.read_text()).get("params", {}).get("cpu")
+        except (OSError, ValueError):
+            continue
+        if cpu:
+            cpus.add(str(cpu))
+    return cpus
+
+
+def _check_comparable(results: Path, machine: str, base: str, head: str, base_hash: str, head_hash: str) -> None:
+    """Refuse a comparison that would compare nothing: two commits recorded on different CPUs (the same machine
+    name on another host), or with no benchmark measured in the same environment at both (e.g. asv's
+    environment named after ``python`` at one and ``python3`` at the other): asv prints ``n/a`` rows then and
+    finds no change, which would read as "no regression"."""
+    from .asv_results import load_asv_results
+
+    cpu_base, cpu_head = _recorded_cpu(results, machine, base_hash), _recorded_cpu(results, machine, head_hash)
+    if cpu_base and cpu_head and cpu_base != cpu_head:
+        raise TrackError(f"{base} was recorded on CPU {', '.join(sorted(cpu_base))} and {head} on "
+                         f"{', '.join(sorted(cpu_head))} (machine {machine!r}): their times are not comparable; "
+                         f"record both on one CPU (`ebflow-bench track` at each commit)")
+    try:
+        df = load_asv_results(results)
+    except (FileNotFoundError, ValueError):
+        return  # asv's own comparison reports what is missing
+    df = df[(df["machine"] == machine) & df["value"].notna()]
+    key = ["benchmark", "params", "env"]
+    both = df[df["commit"] == base_hash][key].drop_duplicates().merge(
+        df[df["commit"] == head_hash][key].drop_duplicates(), on=key)
+    if both.empty and not df[df["commit"].isin([base_hash, head_hash])].empty:
+        envs = {c: sorted(df.loc[df["commit"] == h, "env"].unique()) for c, h in ((base, base_hash), (head, head_hash))}
+        raise TrackError(f"no benchmark has a value at both {base} and {head} in one environment on machine "
+                         f"{machine!r} (environments: {envs}): nothing to compare")
 
 
 def run_track(machine: str = DEFAULT_MACHINE, quick: bool = False, bench: str | None = None, *,

@@ -123,7 +123,8 @@ BENCH_META = {
 }
 
 
-def write_asv(root: Path, machine: str, commits: list[tuple[str, dict[str, tuple[list, list]]]]) -> Path:
+def write_asv(root: Path, machine: str, commits: list[tuple[str, dict[str, tuple[list, list]]]],
+              env: str = "existing-py") -> Path:
     """An asv results directory written with asv's own API: ``benchmarks.json``, ``<machine>/machine.json`` and,
     per (commit hash, {benchmark: (params as Python values, flat results)}), one ``Results`` file. Commit dates
     follow the list order."""
@@ -142,7 +143,7 @@ def write_asv(root: Path, machine: str, commits: list[tuple[str, dict[str, tuple
     util.write_json(str(root / machine / "machine.json"), {"machine": machine, "cpu": "test cpu"}, api_version=1)
     for i, (commit, values) in enumerate(commits):
         res = Results({"machine": machine, "python": "3.11"}, {}, commit, 1_795_000_000_000 + 1000 * i, "3.11",
-                      "existing-py", {})
+                      env, {})
         for name, (_, result) in values.items():
             n = len(result)
             res.add_result(benches[name], BenchmarkResult(result=result, samples=[None] * n, number=[None] * n,
@@ -227,6 +228,27 @@ def test_track_compare_flags_regressions_like_asv_continuous(tmp_path: Path, cap
         compare(base, head, machine="no-machine", root=tmp_path / "proj")
     with pytest.raises(ValueError, match="factor must be > 1"):
         compare(base, head, machine="ref", factor=0.9, root=tmp_path / "proj")
+    # results that share no benchmark in one environment compare nothing: refused, never "no regression"
+    other = tmp_path / "other"
+    o_base, o_head = _git_repo(other, 2)
+    shutil.copy(ROOT / "asv.conf.json", other / "asv.conf.json")
+    write_asv(other / "results" / "asv", "ref", [(o_base, {QUALITY: (params, [2.0, 3.0])})])
+    write_asv(other / "results" / "asv", "ref", [(o_head, {QUALITY: (params, [2.0, 3.0])})], env="existing-py3")
+    with pytest.raises(TrackError, match="nothing to compare"):
+        compare(o_base, o_head, machine="ref", root=other)
+    # nor do results recorded on two CPUs under one machine name
+    import json as _json
+
+    for f in (other / "results" / "asv" / "ref").glob(f"{o_head[:8]}*.json"):
+        d = _json.loads(f.read_text())
+        d["params"]["cpu"], d["env_name"] = "CPU B", "existing-py"
+        f.write_text(_json.dumps(d))
+    for f in (other / "results" / "asv" / "ref").glob(f"{o_base[:8]}*.json"):
+        d = _json.loads(f.read_text())
+        d["params"]["cpu"] = "CPU A"
+        f.write_text(_json.dumps(d))
+    with pytest.raises(TrackError, match="not comparable"):
+        compare(o_base, o_head, machine="ref", root=other)
     # the CLI exits 1 on a regression, 0 without, 2 on bad input
     import ebflow_bench.track as track
 
