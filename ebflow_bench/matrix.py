@@ -52,6 +52,7 @@ raises one :class:`MatrixError` listing every problem.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -370,6 +371,23 @@ def _check(cls: type, task: Any, dim: int, layers: int, hparams: dict[str, Any])
     return cls.check(task, dim, layers)
 
 
+@contextlib.contextmanager
+def _cell_threads(n: int):
+    """torch and BLAS at the cells' thread count ``n`` for the duration (restored after): a task built and
+    cached while validating (e.g. the ``gaussian`` task's float64 QR) then has the same last bits as one built
+    inside a cell, so a serial run equals a parallel one bit for bit."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n), user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_static(matrix: Matrix) -> tuple[dict[str, type], str]:
     """The checks of :func:`validate` that build nothing (names, dims, budgets, hyperparameters, eval settings,
     the device) and the resource pre-flight (:func:`ebflow_bench.preflight.check_cells`); returns the adapter
@@ -503,8 +521,9 @@ def validate(matrix: Matrix) -> list[CellSpec]:
                 preflight.announce(f"building task {c.task!r} at D={c.dim} to check its data (estimated "
                                    f"{preflight.fmt_bytes(size)})")
             try:
-                task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.data_seed,
-                                **c.task_options)
+                with _cell_threads(ev.threads):  # a task cached here is the one a serial run's cells reuse
+                    task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.data_seed,
+                                    **c.task_options)
                 for split in ("train", "test"):
                     t = getattr(task, split)
                     if not torch.isfinite(t).all():

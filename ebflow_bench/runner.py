@@ -241,11 +241,21 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     """Run one cell; return its record (``CellRecord.to_dict()``, without run-level fields) and up to 2000
     samples (or None).
 
-    Never raises for a problem of the cell itself: that becomes a ``failed`` record.
+    Never raises for a problem of the cell itself: that becomes a ``failed`` record. The cell runs with
+    ``spec.threads`` torch threads and as many BLAS threads (numpy's too, through ``threadpoolctl``), in this
+    process or on a Dask worker alike: Dask starts its workers with one BLAS thread, and a float64 reduction
+    summed in another order by more threads would differ in its last bits between a serial and a parallel run.
     """
-    from .adapters.base import NLLUnavailable
+    from threadpoolctl import threadpool_limits
 
     spec = spec if isinstance(spec, CellSpec) else CellSpec.from_dict(spec)
+    with threadpool_limits(limits=spec.threads, user_api="blas"):
+        return _run_cell(spec)
+
+
+def _run_cell(spec: CellSpec) -> tuple[dict[str, Any], np.ndarray | None]:
+    from .adapters.base import NLLUnavailable
+
     torch.set_num_threads(spec.threads)
     load_imports(spec.imports)
     from .diagnostics import diagnose

@@ -265,8 +265,11 @@ def test_ctrl_c_exits_130_with_the_resume_hint_and_frees_the_folder(tmp_path):
     gate, held = _held(tmp_path, seed=1)
     m = _matrix(tmp_path, seeds=[0, 1, 2], hparams=held)
     run = tmp_path / "run"
+    # the child gets SIGINT's default disposition: a suite started in the background of a non-interactive shell
+    # (`pytest &`, nohup) inherits SIGINT ignored, and Python installs no KeyboardInterrupt handler then
     proc = subprocess.Popen(_cli("run", "--matrix", m, "--out", str(run), "--quiet", "--workers", "1"), env=_env(),
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: (gate / "started-1").exists(), proc)
         proc.send_signal(signal.SIGINT)
