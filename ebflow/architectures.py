@@ -6,12 +6,14 @@ Move them with ``.to(device, dtype)``.
 from __future__ import annotations
 
 
+from collections.abc import Callable
+
 from torch import nn
 
 from .layers import ActNorm, AffineCoupling, Conv2d, Dense, Layer, SmoothLeakyReLU
 from .model import EBFlow
 
-__all__ = ["fully_connected", "cnn", "coupling", "toy2d"]
+__all__ = ["fully_connected", "dense_stack", "cnn", "coupling", "toy2d"]
 
 
 def _interleave(linear: list[Layer], alpha: float, residual: bool = False) -> list[Layer]:
@@ -29,6 +31,15 @@ def _check_layers(num_layers: int) -> None:
         raise ValueError(f"num_layers must be at least 1, got {num_layers}")
 
 
+def dense_stack(dim: int, num_layers: int, dense: Callable[[], Layer], *, alpha: float = 0.3, residual: bool = False,
+                preprocessing: nn.Module | None = None) -> EBFlow:
+    """The FC model's shape with any dense layer: ``num_layers`` layers built by ``dense()``, a smooth leaky ReLU
+    ``alpha`` (``residual``: the CIFAR-10 form) between consecutive ones. :func:`fully_connected` is it with
+    :class:`Dense`; the baselines' LU-dense, SNF and relative-gradient models use it with their own layers."""
+    _check_layers(num_layers)
+    return EBFlow(_interleave([dense() for _ in range(num_layers)], alpha, residual), (dim,), preprocessing)
+
+
 def fully_connected(dim: int, num_layers: int = 2, *, alpha: float = 0.3, neg_init: bool = True,
                     bias: bool = True, init: str = "identity", bias_init: float = 1.0, residual: bool = False,
                     preprocessing: nn.Module | None = None) -> EBFlow:
@@ -38,9 +49,9 @@ def fully_connected(dim: int, num_layers: int = 2, *, alpha: float = 0.3, neg_in
     to ones, alpha 0.3. ``residual=True`` is the CIFAR-10 FC model (``models/cifar/fc.py``): the same dense
     layers with the residual activation ``x + alpha x + (1 - alpha) softplus(x)`` between them.
     """
-    _check_layers(num_layers)
-    dense = [Dense(dim, bias=bias, init=init, neg_init=neg_init, bias_init=bias_init) for _ in range(num_layers)]
-    return EBFlow(_interleave(dense, alpha, residual), (dim,), preprocessing)
+    return dense_stack(dim, num_layers, lambda: Dense(dim, bias=bias, init=init, neg_init=neg_init,
+                                                      bias_init=bias_init),
+                       alpha=alpha, residual=residual, preprocessing=preprocessing)
 
 
 def cnn(shape: tuple[int, int, int], num_layers: int = 2, *, kernel_size: int = 3, alpha: float = 0.3,

@@ -1,14 +1,10 @@
-"""What the three methods share: EBFlow's FC stack with a method's own dense layer, and the batch mean of per-sample losses with non-finite ones zeroed and counted."""
+"""What the three methods share: the batch mean of per-sample losses with non-finite ones zeroed and counted
+(their FC stack is :func:`ebflow.architectures.dense_stack` with each method's own dense layer)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
-
-from ebflow import EBFlow
-from ebflow.layers import Layer, SmoothLeakyReLU
+from torch import Tensor
 
 
 def finite_mean(per_sample: Tensor) -> tuple[Tensor, int]:
@@ -25,17 +21,3 @@ def finite_mean(per_sample: Tensor) -> tuple[Tensor, int]:
     if n_bad == 0:
         return per_sample.mean(), 0
     return torch.where(finite, per_sample, torch.zeros_like(per_sample)).sum() / per_sample.numel(), n_bad
-
-
-def dense_stack(dim: int, num_layers: int, dense: Callable[[], Layer], *, alpha: float = 0.3,
-                preprocessing: nn.Module | None = None) -> EBFlow:
-    """EBFlow's FC model: ``num_layers`` layers built by ``dense()``, a smooth leaky ReLU ``alpha`` between
-    consecutive ones."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-    layers: list[Layer] = []
-    for i in range(num_layers):
-        if i:
-            layers.append(SmoothLeakyReLU(alpha))
-        layers.append(dense())
-    return EBFlow(layers, (dim,), preprocessing)

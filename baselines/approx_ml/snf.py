@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebflow import EBFlow
+from ebflow.architectures import dense_stack
 from ebflow.layers import Dense
 
-from .common import dense_stack, finite_mean
+from .common import finite_mean
 
 __all__ = ["SelfNormDense", "snf_fully_connected", "snf_loss"]
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ebflow import EBFlow
-from ebflow.layers import Layer, SmoothLeakyReLU, _init_square
+from ebflow.architectures import dense_stack
+from ebflow.layers import Layer, _init_square
 
 __all__ = ["LUDense", "fully_connected_lu"]
 
@@ -101,11 +102,6 @@ def fully_connected_lu(dim: int, num_layers: int = 2, *, alpha: float = 0.3, neg
     """EBFlow's fully connected model (``L`` dense layers, a smooth leaky ReLU between consecutive ones) with
     :class:`LUDense` in place of :class:`ebflow.layers.Dense`; same defaults as
     :func:`ebflow.architectures.fully_connected`. Its exact NLL costs ``O(B D^2 L)``, no ``O(D^3)`` term."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-    layers: list[Layer] = []
-    for i in range(num_layers):
-        if i:
-            layers.append(SmoothLeakyReLU(alpha))
-        layers.append(LUDense(dim, bias=bias, init=init, neg_init=neg_init, bias_init=bias_init))
-    return EBFlow(layers, (dim,), preprocessing)
+    return dense_stack(dim, num_layers, lambda: LUDense(dim, bias=bias, init=init, neg_init=neg_init,
+                                                        bias_init=bias_init),
+                       alpha=alpha, preprocessing=preprocessing)
