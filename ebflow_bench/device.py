@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy
+
+torch = lazy("torch")  # only a CUDA query needs it: check_device("cpu") and check_device("auto", resolve=False) do not
+
+if TYPE_CHECKING:
+    import torch as _torch
 
 
-def default_device() -> torch.device:
+def default_device() -> _torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
+def resolve_device(name: str | _torch.device | None) -> _torch.device:
     """'auto' or None -> default_device(); anything else -> torch.device(name)."""
     if name is None or name == "auto":
         return default_device()
     return torch.device(name)
 
 
-def check_device(name: object) -> tuple[str | None, str | None]:
+def check_device(name: object, *, resolve: bool = True) -> tuple[str | None, str | None]:
     """``(resolved, None)`` for a usable device name, else ``(None, problem)``.
 
     Accepted: ``cpu``, ``auto`` (``cuda`` when present, else ``cpu``), ``cuda`` and ``cuda:N`` (only when that
     GPU exists). Anything else (``mps``, ``tpu``, typos) is refused: the harness measures on CPU or CUDA only.
+    ``resolve=False`` returns ``auto`` as it is (always usable) without asking torch for CUDA.
     """
     if not isinstance(name, str):
         return None, f"bad device {name!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
     if name == "auto":
+        if not resolve:
+            return "auto", None
         return ("cuda" if torch.cuda.is_available() else "cpu"), None
     if name == "cpu":
         return "cpu", None

@@ -348,8 +348,7 @@ def load_imports(imports: tuple[str, ...] | list[str]) -> None:
 
 def adapter_registry() -> dict[str, type]:
     """Every registered adapter. Adapter modules that do not exist yet are skipped; broken ones raise."""
-    from .adapters import ADAPTER_MODULES
-    from .adapters import base
+    from .adapters import ADAPTER_MODULES, base
 
     for mod in ADAPTER_MODULES:
         try:
@@ -388,13 +387,15 @@ def _cell_threads(n: int):
         torch.set_num_threads(before)
 
 
-def check_static(matrix: Matrix) -> tuple[dict[str, type], str]:
+def check_static(matrix: Matrix) -> dict[str, type]:
     """The checks of :func:`validate` that build nothing (names, dims, budgets, hyperparameters, eval settings,
     the device) and the resource pre-flight (:func:`ebflow_bench.preflight.check_cells`); returns the adapter
-    registry and the resolved device, or raises one :class:`MatrixError` (or a ``ResourceError`` line).
+    registry, or raises one :class:`MatrixError` (or a ``ResourceError`` line).
 
-    Milliseconds once the adapters are imported: the CLI calls it before it imports the runner, so an
-    impossible matrix is refused at once (``validate`` repeats it before building the tasks)."""
+    It reads declarations only and imports no torch (the adapters and tasks name it lazily, ``ebflow_bench._lazy``;
+    only a matrix's own ``imports``, or a ``cuda`` device to check, may import it): the CLI calls it before it
+    imports the runner, so an impossible matrix is refused in a fraction of a second (``validate`` repeats it
+    before building the tasks)."""
     from . import preflight
     from .adapters.base import HParamError
     from .device import check_device
@@ -472,7 +473,7 @@ def check_static(matrix: Matrix) -> tuple[dict[str, type], str]:
             problems.append(f"eval.{key} = {v!r}: must be an integer >= {lo}")
     if ev.max_test is not None and (not _is_int(ev.max_test) or ev.max_test < 1):
         problems.append(f"eval.max_test = {ev.max_test!r}: must be an integer >= 1")
-    device, problem = check_device(ev.device)
+    _, problem = check_device(ev.device, resolve=False)  # `auto` resolves in validate (a CUDA query imports torch)
     if problem:
         problems.append(problem)
     if problems:
@@ -483,7 +484,7 @@ def check_static(matrix: Matrix) -> tuple[dict[str, type], str]:
     # the resource pre-flight: every cell's estimated peak memory against the memory there is, before any
     # task or model is built (one ResourceError line)
     preflight.check_cells([(registry[c.method], c) for c in raw], ev.n_samples)
-    return registry, device
+    return registry
 
 
 def validate(matrix: Matrix) -> list[CellSpec]:
@@ -502,10 +503,12 @@ def validate(matrix: Matrix) -> list[CellSpec]:
     import torch
 
     from . import preflight
+    from .device import check_device
     from .tasks import DATA_HASH_OPTION, TaskUnavailable, get_task, task_dim
 
-    registry, device = check_static(matrix)
+    registry = check_static(matrix)
     ev = matrix.eval
+    device, _ = check_device(ev.device)  # usable (checked above); `auto` resolved here
     raw = matrix.raw_cells()
     problems: list[str] = []
     # build each (task, dim) once with its first data seed: data must be finite, adapters must accept it

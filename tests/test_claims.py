@@ -306,6 +306,15 @@ def test_energy_flow_claim():
                 for r in rows(0.12, 4.0)]
     v = _verdict("energy-flow-decorrelated", diverged)
     assert v.verdict == "inconclusive" and "nflows-maf" in v.note
+    # the reproduce run's case (85997c1): a comparator that drew non-finite samples on one task has no sliced W2
+    # (the metric row failed) but an NLL; it is a degenerate comparator (inconclusive), not a cell never run
+    nonfinite = "non-finite samples: 31 of 2000 samples have NaN or infinite coordinates"
+    maf_digits = [dict(r, cell_status="degenerate", cell_reason=nonfinite,
+                       **({"value": math.nan, "status": "failed", "reason": "ValueError: samples contain 1984 "
+                           "non-finite values"} if r["metric"] == "sliced_wasserstein" else {}))
+                  if (r["method"], r["task"]) == ("nflows-maf", "digits") else r for r in rows(0.12, 4.0)]
+    v = _verdict("energy-flow-decorrelated", maf_digits)
+    assert v.verdict == "inconclusive" and "nflows-maf on digits" in v.note and "non-finite samples" in v.note
 
 
 def test_a_comparator_below_the_minimum_budget_leaves_the_claim_not_run():

@@ -46,16 +46,54 @@ def test_an_impossible_matrix_is_one_line_before_any_task_or_folder(tmp_path, ca
     assert not run.exists()
 
 
-def test_the_refusal_comes_before_the_runner_and_its_imports(tmp_path):
-    """The CLI refuses an impossible matrix before it imports the runner (pandas, Dask): what the refusal waits
-    for is the Python start and the adapters' torch import only (README: under 2 s on this machine)."""
-    probe = ("import sys\nfrom ebflow_bench.cli import main\n"
-             f"code = main(['run', '--matrix', {_write(tmp_path, [200000])!r}, '--out', {str(tmp_path / 'r')!r}])\n"
-             "print(code, sorted(m for m in ('ebflow_bench.runner', 'pandas', 'dask', 'distributed') "
-             "if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+#: what the refusal of an impossible matrix must not wait for: the runner (pandas, Dask), torch and the methods'
+#: libraries (the declarations it reads load without them: ebflow_bench/_lazy.py)
+_HEAVY = ('ebflow_bench.runner', 'pandas', 'dask', 'distributed', 'torch', 'ebflow', 'baselines', 'nflows',
+          'normflows')
+
+
+def _refusal_probe(matrix: str, out: Path) -> str:
+    return ("import sys\nfrom ebflow_bench.cli import main\n"
+            f"code = main(['run', '--matrix', {matrix!r}, '--out', {str(out)!r}])\n"
+            f"print(code, sorted(m for m in {_HEAVY!r} if m in sys.modules))\n")
+
+
+def test_the_refusal_comes_before_the_runner_torch_and_the_libraries(tmp_path):
+    """The CLI refuses an impossible matrix before it imports the runner, torch or any method's library: what
+    the refusal waits for is the Python start and the suite's declarations (README: a fraction of a second)."""
+    out = subprocess.run([sys.executable, "-c", _refusal_probe(_write(tmp_path, [200000]), tmp_path / "r")],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split("\n")[0] == f"{EXIT_BAD_INPUT} []", out.stdout + out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: cell ebflow-ml on gaussian (D=200000")
+
+
+def test_every_builtin_method_and_task_is_checked_without_torch(tmp_path):
+    """Every registered adapter's hyperparameters and memory estimate, and every task's name, fixed D and data
+    sizes, are declarations: a matrix of all of them at an impossible D is refused with none of torch, the
+    methods' libraries or the runner imported (a module-level torch use in an adapter or a task fails here).
+    The names come from the fresh process itself (the built-ins only, not what other tests registered)."""
+    probe = f"""import json, sys
+from ebflow_bench.cli import main
+from ebflow_bench.matrix import adapter_registry
+from ebflow_bench.tasks import available_tasks, task_dim
+methods = sorted(adapter_registry())
+free = [t for t in available_tasks() if t != "file" and task_dim(t) is None]
+fixed = [t for t in available_tasks() if t != "file" and task_dim(t) is not None]
+codes = []
+for tasks, dim in ((free, 200000), (fixed, 7)):
+    open({str(tmp_path / "all.toml")!r}, "w").write(f"methods = {{json.dumps(methods)}}\\ntasks = "
+        f"{{json.dumps(tasks)}}\\ndims = [{{dim}}]\\nlayers = [2]\\nbudgets = [3]\\n")
+    codes.append(main(["run", "--matrix", {str(tmp_path / "all.toml")!r}, "--out", {str(tmp_path / "r")!r}]))
+print(json.dumps({{"codes": codes, "methods": len(methods), "free": len(free), "fixed": len(fixed),
+                  "heavy": sorted(m for m in {_HEAVY!r} if m in sys.modules)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["codes"] == [EXIT_BAD_INPUT, EXIT_BAD_INPUT] and got["heavy"] == [], out.stdout + out.stderr
+    assert got["methods"] >= 20 and got["free"] >= 2 and got["fixed"] >= 10, got
+    first, rest = out.stderr.split("\n", 1)
+    assert first.startswith("error: cell ") and "D=200000" in first  # the pre-flight names the largest cell
+    assert rest.startswith("error: invalid matrix:") and rest.count("impossible D 7 for task") == got["fixed"]
 
 
 def test_the_limit_names_the_largest_cell_and_counts_the_others(monkeypatch):

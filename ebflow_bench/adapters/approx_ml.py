@@ -38,25 +38,28 @@ hyperparameter's doc and docs/ARCHITECTURE.md, and the reproduce preset sets the
 
 from __future__ import annotations
 
-import math
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor, nn
-
-from baselines.approx_ml import (
-    MirroredDense, ResidualNet, fff_loss, finite_mean, jacobian_log_prob, relative_fully_connected, relative_loss, sample_v,
-    snf_fully_connected, snf_loss,
-)
-from baselines.approx_ml.snf import SelfNormDense
-from ebflow import EBFlow
-from ebflow.architectures import fully_connected
-from ebflow.ema import EMA
-from ebflow.preprocessing import LogitTransform
-
+from .._lazy import lazy, no_grad
 from ..tasks import Task
 from .base import Adapter, HParam, count, positive, register
+
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+nn = lazy("torch.nn")
+_approx = lazy("baselines.approx_ml")
+_snf = lazy("baselines.approx_ml.snf")
+_archs = lazy("ebflow.architectures")
+_ema = lazy("ebflow.ema")
+_pre = lazy("ebflow.preprocessing")
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ebflow import EBFlow
+    from ebflow.preprocessing import LogitTransform
 
 _NLL_CHUNK = 1024
 
@@ -94,7 +97,7 @@ class ApproxMLAdapter(Adapter):
     def _preprocessing(self) -> LogitTransform | None:
         if self.task.image_shape is None:
             return None
-        return LogitTransform(smoothness=float(self.hparams["logit_smoothness"]))
+        return _pre.LogitTransform(smoothness=float(self.hparams["logit_smoothness"]))
 
     def build(self) -> None:
         problem = self.check(self.task, self.dim, self.layers, self.hparams)
@@ -105,7 +108,7 @@ class ApproxMLAdapter(Adapter):
         self.trained().to(self.device)
         self.optimizer = torch.optim.Adam(self.trained().parameters(), lr=float(self.hparams["lr"]))
         decay = float(self.hparams["ema_decay"])
-        self.ema = EMA(self.trained(), decay, warmup=True) if decay else None
+        self.ema = _ema.EMA(self.trained(), decay, warmup=True) if decay else None
         clip = self.hparams["clip"]
         self.clip = None if clip is None else float(clip)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -160,7 +163,7 @@ class ApproxMLAdapter(Adapter):
         """Exact log density of preprocessed data ``u`` under the evaluated flow (no preprocessing log-det)."""
         return -self.model.flow_energy(u) + self.model.linear_logdet()
 
-    @torch.no_grad()
+    @no_grad
     def nll(self, x: Tensor) -> Tensor:
         self.trained().eval()
         parts = []
@@ -170,7 +173,7 @@ class ApproxMLAdapter(Adapter):
                 parts.append(-(self.log_prob_u(u) + pre))
         return torch.cat(parts).to("cpu")
 
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int) -> Tensor:
         self.trained().eval()
         with self._evaluated():
@@ -180,7 +183,7 @@ class ApproxMLAdapter(Adapter):
         """The learned inverse applied to the flow's output on ``u`` (None: the method has no learned inverse)."""
         return None
 
-    @torch.no_grad()
+    @no_grad
     def reconstruction_error(self, x: Tensor) -> float | None:
         """``mean ||u - u_hat||^2 / mean ||u - mean(u)||^2`` on ``x`` in the flow's input space ``u``, where
         ``u_hat`` is the learned inverse's reconstruction; None without a learned inverse."""
@@ -216,17 +219,17 @@ class SNFAdapter(ApproxMLAdapter):
     tune_grid: ClassVar[dict[str, tuple]] = {"lr": (3e-4, 1e-3, 3e-3), "recon_weight": (1.0, 10.0)}
 
     def build_model(self) -> EBFlow:
-        return snf_fully_connected(self.dim, self.layers)
+        return _approx.snf_fully_connected(self.dim, self.layers)
 
     def loss(self, u: Tensor) -> tuple[Tensor, int]:
-        loss, _, n_bad = snf_loss(self.model, u, float(self.hparams["recon_weight"]))
+        loss, _, n_bad = _approx.snf_loss(self.model, u, float(self.hparams["recon_weight"]))
         return loss, n_bad
 
     def reconstruct_u(self, u: Tensor) -> Tensor:
         h, _ = self.model.flow(u)
         h = h.reshape(u.shape[0], *self.model.event_shape)
         for layer in reversed(self.model.layers):
-            h = layer.approx_inverse(h) if isinstance(layer, SelfNormDense) else layer.inverse(h)
+            h = layer.approx_inverse(h) if isinstance(layer, _snf.SelfNormDense) else layer.inverse(h)
         return h.reshape(u.shape)
 
 
@@ -240,19 +243,16 @@ class RelativeGradientAdapter(ApproxMLAdapter):
     tune_grid: ClassVar[dict[str, tuple]] = {"lr": (1e-4, 3e-4, 1e-3), "batch_size": (128, 256)}
 
     def build_model(self) -> EBFlow:
-        return relative_fully_connected(self.dim, self.layers)
+        return _approx.relative_fully_connected(self.dim, self.layers)
 
     def loss(self, u: Tensor) -> tuple[Tensor, int]:
-        loss, _, n_bad = relative_loss(self.model, u)
+        loss, _, n_bad = _approx.relative_loss(self.model, u)
         return loss, n_bad
 
 
-class _FreeForm(nn.Module):
-    """Encoder and decoder of a free-form flow as one module (optimizer, EMA)."""
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+def _free_form(encoder: nn.Module, decoder: nn.Module) -> nn.Module:
+    """Encoder and decoder of a free-form flow as one module (optimizer, EMA): ``.encoder``, ``.decoder``."""
+    return nn.ModuleDict({"encoder": encoder, "decoder": decoder})
 
 
 def _flow_map(model: EBFlow):
@@ -279,13 +279,14 @@ class FreeFormFlowAdapter(ApproxMLAdapter):
         if self.hparams["arch"] == "fc":
             # identity start (W = I, b = 0) for both nets; the decoder mirrors the encoder's activation, so that it
             # starts near the encoder's inverse
-            encoder = fully_connected(self.dim, self.layers, neg_init=False, bias_init=0.0)
-            decoder = MirroredDense(self.dim, self.layers)
+            encoder = _archs.fully_connected(self.dim, self.layers, neg_init=False, bias_init=0.0)
+            decoder = _approx.MirroredDense(self.dim, self.layers)
             self.encode, self.decode = _flow_map(encoder), decoder
-            self.nets = _FreeForm(encoder, decoder)
+            self.nets = _free_form(encoder, decoder)
             return encoder  # an EBFlow: its exact log_prob (cached log-dets) is the encoder's change of variables
         hidden = int(self.hparams["hidden"])
-        self.nets = _FreeForm(ResidualNet(self.dim, self.layers, hidden), ResidualNet(self.dim, self.layers, hidden))
+        self.nets = _free_form(_approx.ResidualNet(self.dim, self.layers, hidden),
+                               _approx.ResidualNet(self.dim, self.layers, hidden))
         self.encode, self.decode = self.nets.encoder, self.nets.decoder
         return None
 
@@ -293,19 +294,19 @@ class FreeFormFlowAdapter(ApproxMLAdapter):
         return self.nets
 
     def loss(self, u: Tensor) -> tuple[Tensor, int]:
-        v = sample_v(u, self.generator)
-        per_sample, _ = fff_loss(u, self.encode, self.decode, float(self.hparams["beta"]), v)
-        return finite_mean(per_sample)
+        v = _approx.sample_v(u, self.generator)
+        per_sample, _ = _approx.fff_loss(u, self.encode, self.decode, float(self.hparams["beta"]), v)
+        return _approx.finite_mean(per_sample)
 
     def log_prob_u(self, u: Tensor) -> Tensor:
         if self.hparams["arch"] == "fc":
             return super().log_prob_u(u)
-        return jacobian_log_prob(self.encode, u)
+        return _approx.jacobian_log_prob(self.encode, u)
 
     def reconstruct_u(self, u: Tensor) -> Tensor:
         return self.decode(self.encode(u))
 
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int) -> Tensor:
         self.trained().eval()
         with self._evaluated():

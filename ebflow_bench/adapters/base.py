@@ -33,9 +33,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
+from .._lazy import lazy
 from ..tasks import Task
+
+#: imported when an adapter is built: the declarations (hyperparameters, memory estimates) load without it
+torch = lazy("torch")
 
 
 class NLLUnavailable(RuntimeError):

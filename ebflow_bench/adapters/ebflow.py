@@ -35,30 +35,39 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from baselines.mle_flows import fully_connected_lu
-from ebflow import EBFlow, objectives
-from ebflow.architectures import cnn, coupling, fully_connected
-from ebflow.ema import EMA
-from ebflow.preprocessing import LogitTransform
-from ebflow.training import decayed_lr, train_step
-
+from .._lazy import lazy, no_grad
 from ..tasks import Task
 from .base import Adapter, HParam, Unsupported, count, positive, register
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+_mle = lazy("baselines.mle_flows")
+_ebflow = lazy("ebflow")
+objectives = lazy("ebflow.objectives")
+_archs = lazy("ebflow.architectures")
+_ema = lazy("ebflow.ema")
+_pre = lazy("ebflow.preprocessing")
+_training = lazy("ebflow.training")
+
+if TYPE_CHECKING:
+    from ebflow import EBFlow
+    from ebflow.preprocessing import LogitTransform
+
+#: optimizer name -> class name in torch.optim
+_OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 _NLL_CHUNK = 1024
 
 #: architectures: name -> builder(adapter) -> EBFlow
 _ARCHS: dict[str, Callable[["EBFlowAdapter"], EBFlow]] = {
-    "fc": lambda a: fully_connected(a.dim, a.layers, preprocessing=a._preprocessing()),
-    "fc-residual": lambda a: fully_connected(a.dim, a.layers, residual=True, preprocessing=a._preprocessing()),
-    "fc-lu": lambda a: fully_connected_lu(a.dim, a.layers, preprocessing=a._preprocessing()),
-    "toy2d": lambda a: coupling(a.dim, a.layers, hidden=int(a.hparams["hidden"]), preprocessing=a._preprocessing()),
-    "cnn": lambda a: cnn(a._image_shape("cnn"), a.layers, preprocessing=a._preprocessing()),
+    "fc": lambda a: _archs.fully_connected(a.dim, a.layers, preprocessing=a._preprocessing()),
+    "fc-residual": lambda a: _archs.fully_connected(a.dim, a.layers, residual=True, preprocessing=a._preprocessing()),
+    "fc-lu": lambda a: _mle.fully_connected_lu(a.dim, a.layers, preprocessing=a._preprocessing()),
+    "toy2d": lambda a: _archs.coupling(a.dim, a.layers, hidden=int(a.hparams["hidden"]),
+                                       preprocessing=a._preprocessing()),
+    "cnn": lambda a: _archs.cnn(a._image_shape("cnn"), a.layers, preprocessing=a._preprocessing()),
 }
 
 #: the architectures of the ``ebflow-*`` adapters (``mle-lu`` builds only ``fc-lu``)
@@ -167,7 +176,7 @@ class EBFlowAdapter(Adapter):
     def _logit(self) -> LogitTransform | None:
         if self.task.image_shape is None:
             return None
-        return LogitTransform(smoothness=float(self.hparams["logit_smoothness"]))
+        return _pre.LogitTransform(smoothness=float(self.hparams["logit_smoothness"]))
 
     def _preprocessing(self) -> LogitTransform | None:
         """MaP: the logit outside the trained model (``map`` true, the default); else None (it goes inside)."""
@@ -187,14 +196,15 @@ class EBFlowAdapter(Adapter):
         if not self.hparams["map"] and self.task.image_shape is not None:
             # no MaP (the paper's ablation): the logit is the model's first, non-linear layer, so score
             # matching sees raw pixels and the logit's Jacobian is part of the energy
-            model = EBFlow([self._logit(), *model.layers], model.event_shape, None)
+            model = _ebflow.EBFlow([self._logit(), *model.layers], model.event_shape, None)
         self.model = model.to(self.device)
         # Adam's fused kernel (CPU and CUDA): one pass over each tensor instead of several, which matters at
         # large D, where a step's optimizer update is memory-bound (5x faster at D = 4096 on 2 CPU cores)
         extra = {"fused": True} if opt == "adam" else {}
-        self.optimizer = _OPTIMIZERS[opt](self.model.parameters(), lr=float(self.hparams["lr"]), **extra)
+        optimizer = getattr(torch.optim, _OPTIMIZERS[opt])
+        self.optimizer = optimizer(self.model.parameters(), lr=float(self.hparams["lr"]), **extra)
         decay = self.hparams["ema_decay"]
-        self.ema = EMA(self.model, float(decay), warmup=True) if decay else None
+        self.ema = _ema.EMA(self.model, float(decay), warmup=True) if decay else None
         self.loss_fn = objectives.get(self.objective)
         self.loss_kwargs: dict[str, Any] = {key: self.hparams[key] for key in self.objective_hparams}
         if "generator" in inspect.signature(self.loss_fn).parameters:
@@ -210,7 +220,7 @@ class EBFlowAdapter(Adapter):
         self.lr0 = float(self.hparams["lr"])
         self.lr_decay = float(self.hparams["lr_decay"])
         self.lr_decay_epochs = int(self.hparams["lr_decay_epochs"])
-        decayed_lr(self.lr0, 0, 1, self.lr_decay, self.lr_decay_epochs)  # validates the schedule
+        _training.decayed_lr(self.lr0, 0, 1, self.lr_decay, self.lr_decay_epochs)  # validates the schedule
         self.steps_per_epoch = int(self.hparams["lr_decay_period"]) or max(
             1, self.task.train.shape[0] // min(self.batch_size, self.task.train.shape[0]))
         self.steps_done = 0
@@ -219,11 +229,12 @@ class EBFlowAdapter(Adapter):
     def train_step(self, batch: torch.Tensor) -> float:
         self.model.train()
         if self.lr_decay != 1.0:
-            lr = decayed_lr(self.lr0, self.steps_done, self.steps_per_epoch, self.lr_decay, self.lr_decay_epochs)
+            lr = _training.decayed_lr(self.lr0, self.steps_done, self.steps_per_epoch, self.lr_decay,
+                                      self.lr_decay_epochs)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-        loss = train_step(self.model, self.optimizer, self.loss_fn, batch.to(self.device), clip=self.clip,
-                          **self.loss_kwargs)
+        loss = _training.train_step(self.model, self.optimizer, self.loss_fn, batch.to(self.device), clip=self.clip,
+                                    **self.loss_kwargs)
         self.steps_done += 1
         if self.ema is not None:
             self.ema.update()
@@ -233,14 +244,14 @@ class EBFlowAdapter(Adapter):
         """Context in which the model holds its evaluation (EMA) weights."""
         return self.ema.swapped() if self.ema is not None else nullcontext(self.model)
 
-    @torch.no_grad()
+    @no_grad
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         with self._evaluated() as model:
             parts = [-model.log_prob(chunk.to(self.device)) for chunk in x.split(_NLL_CHUNK)]
         return torch.cat(parts).to("cpu")
 
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int) -> torch.Tensor:
         self.model.eval()
         with self._evaluated() as model:

@@ -19,18 +19,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-from torch import nn
-
-from baselines.energy_flows import FlowGenerator, SemiAutoregressiveFlow
-from baselines.energy_flows.loss import check_beta, check_m
-from ebflow.architectures import fully_connected
-from ebflow.preprocessing import LogitTransform
-
+from .._lazy import lazy, no_grad
 from ..tasks import Task
 from .base import Adapter, HParam, NLLUnavailable, count, positive, register
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+nn = lazy("torch.nn")
+_energy = lazy("baselines.energy_flows")
+_energy_loss = lazy("baselines.energy_flows.loss")
+_archs = lazy("ebflow.architectures")
+_pre = lazy("ebflow.preprocessing")
+
+#: optimizer name -> class name in torch.optim
+_OPTIMIZERS = {"adam": "Adam", "rmsprop": "RMSprop"}
 _COMMON: dict[str, HParam] = {
     "lr": positive(1e-3, "learning rate"),
     "batch_size": count(256, doc="mini-batch size"),
@@ -50,13 +53,13 @@ class _EnergyScoreAdapter(Adapter):
     model: nn.Module
 
     def _setup_training(self) -> None:
-        self.beta = check_beta(self.hparams["beta"])
-        self.m = check_m(self.hparams["m"])
+        self.beta = _energy_loss.check_beta(self.hparams["beta"])
+        self.m = _energy_loss.check_m(self.hparams["m"])
         name = str(self.hparams["optimizer"]).lower()
         if name not in _OPTIMIZERS:
             raise ValueError(f"{self.name}: optimizer must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
         self.model.to(self.device)
-        self.optimizer = _OPTIMIZERS[name](self.model.parameters(), lr=float(self.hparams["lr"]))
+        self.optimizer = getattr(torch.optim, _OPTIMIZERS[name])(self.model.parameters(), lr=float(self.hparams["lr"]))
 
     def train_step(self, batch: torch.Tensor) -> float:
         self.model.train()
@@ -66,7 +69,7 @@ class _EnergyScoreAdapter(Adapter):
         self.optimizer.step()
         return float(loss.detach())
 
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int) -> torch.Tensor:
         self.model.eval()
         return self.model.sample(n).detach().to("cpu", torch.float32)
@@ -87,11 +90,11 @@ class EnergyFlow(_EnergyScoreAdapter):
         return None
 
     def build(self) -> None:
-        pre = LogitTransform() if self.task.image_shape is not None else None
-        self.model = FlowGenerator(fully_connected(self.dim, self.layers, preprocessing=pre))
+        pre = _pre.LogitTransform() if self.task.image_shape is not None else None
+        self.model = _energy.FlowGenerator(_archs.fully_connected(self.dim, self.layers, preprocessing=pre))
         self._setup_training()
 
-    @torch.no_grad()
+    @no_grad
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         return -self.model.log_prob(x.to(self.device))
@@ -112,7 +115,7 @@ class EnergyFlowSAEF(_EnergyScoreAdapter):
     def build(self) -> None:
         k = self.hparams["block_size"]
         k = max(1, round(math.sqrt(self.dim))) if k is None else int(k)
-        self.model = SemiAutoregressiveFlow(
+        self.model = _energy.SemiAutoregressiveFlow(
             self.dim, k, hidden=int(self.hparams["hidden"]), num_hidden=self.layers,
             context=int(self.hparams["context"]),
             output="sigmoid" if self.task.image_shape is not None else "identity")

@@ -20,16 +20,21 @@ it (no log Z), which the metrics integrate for the EBM's mode weights.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from baselines.flowmc_ebm import (EnergyNet, FlowMCEBM, GaussianBase, LogZEstimate, RealNVP, TiltedEBM, ULAEBM,
-                                  estimate_log_z)
-
+from .._lazy import lazy, no_grad
 from ..tasks import Task
 from .base import Adapter, HParam, count, positive, register
+
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+_flowmc = lazy("baselines.flowmc_ebm")
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from baselines.flowmc_ebm import ULAEBM, FlowMCEBM, GaussianBase, LogZEstimate, RealNVP, TiltedEBM
 
 _COMMON: dict[str, HParam] = {
     "n_chains": count(256, doc="persistent chains"), "step": positive(0.01, "Langevin step size"),
@@ -52,8 +57,8 @@ class _TiltedEBMAdapter(Adapter):
             raise ValueError(f"{self.name}: training data have zero variance; cannot set the base sigma")
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self._is_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        base = GaussianBase(self.dim, float(var.sqrt())).to(self.device)
-        energy = EnergyNet(self.dim, int(self.hparams["ebm_hidden"]), int(self.hparams["ebm_depth"]))
+        base = _flowmc.GaussianBase(self.dim, float(var.sqrt())).to(self.device)
+        energy = _flowmc.EnergyNet(self.dim, int(self.hparams["ebm_hidden"]), int(self.hparams["ebm_depth"]))
         self._version = 0
         self._log_z: tuple[int, float, float] | None = None
         self.log_z_stderr = float("nan")
@@ -61,7 +66,7 @@ class _TiltedEBMAdapter(Adapter):
         #: the latest LogZEstimate (log_z, stderr, ess, ess_fraction, n), None before the first ``nll``
         self.log_z_estimate: LogZEstimate | None = None
         self.last_info: dict[str, float] = {}
-        return TiltedEBM(energy, base).to(self.device)
+        return _flowmc.TiltedEBM(energy, base).to(self.device)
 
     @abc.abstractmethod
     def _proposal(self) -> GaussianBase | RealNVP:
@@ -75,18 +80,18 @@ class _TiltedEBMAdapter(Adapter):
     def log_z(self) -> tuple[float, float]:
         """``(log Z_hat, stderr)`` of the tilted EBM, re-estimated once per parameter version."""
         if self._log_z is None or self._log_z[0] != self._version:
-            est = estimate_log_z(self.trainer.ebm.log_unnorm, self._proposal(), int(self.hparams["n_is"]),
-                                 self._is_generator)
+            est = _flowmc.estimate_log_z(self.trainer.ebm.log_unnorm, self._proposal(), int(self.hparams["n_is"]),
+                                         self._is_generator)
             self._log_z = (self._version, est.log_z, est.stderr)
             self.log_z_stderr, self.log_z_ess, self.log_z_estimate = est.stderr, est.ess, est
         return self._log_z[1], self._log_z[2]
 
-    @torch.no_grad()
+    @no_grad
     def log_density(self, x: Tensor) -> Tensor:
         """``-E(x) + log rho(x)``, the tilted EBM's unnormalised log density."""
         return self.trainer.ebm.log_unnorm(x.to(self.device))
 
-    @torch.no_grad()
+    @no_grad
     def nll(self, x: Tensor) -> Tensor:
         log_z, _ = self.log_z()
         return -self.trainer.ebm.log_unnorm(x.to(self.device)) + log_z
@@ -128,11 +133,12 @@ class FlowMCEBMAdapter(_TiltedEBMAdapter):
             raise ValueError(f"{self.name}: {reason}")
         h = self.hparams
         ebm = self._build_ebm()
-        flow = RealNVP(ebm.base, self.layers, int(h["flow_hidden"]), int(h["flow_depth"])).to(self.device)
-        self.trainer = FlowMCEBM(ebm, flow, n_chains=int(h["n_chains"]), n_proposals=int(h["n_proposals"]),
-                                 mala_steps=int(h["mala_steps"]), step=float(h["step"]), repeats=int(h["repeats"]),
-                                 lr=float(h["lr"]), lr_flow=None if h["lr_flow"] is None else float(h["lr_flow"]),
-                                 l2=float(h["l2"]), generator=self.generator)
+        flow = _flowmc.RealNVP(ebm.base, self.layers, int(h["flow_hidden"]), int(h["flow_depth"])).to(self.device)
+        self.trainer = _flowmc.FlowMCEBM(
+            ebm, flow, n_chains=int(h["n_chains"]), n_proposals=int(h["n_proposals"]),
+            mala_steps=int(h["mala_steps"]), step=float(h["step"]), repeats=int(h["repeats"]),
+            lr=float(h["lr"]), lr_flow=None if h["lr_flow"] is None else float(h["lr_flow"]),
+            l2=float(h["l2"]), generator=self.generator)
 
     def _proposal(self) -> RealNVP:
         return self.trainer.flow
@@ -165,9 +171,9 @@ class ULAEBMAdapter(_TiltedEBMAdapter):
 
     def build(self) -> None:
         h = self.hparams
-        self.trainer = ULAEBM(self._build_ebm(), n_chains=int(h["n_chains"]), ula_steps=int(h["ula_steps"]),
-                              step=float(h["step"]), lr=float(h["lr"]), l2=float(h["l2"]),
-                              generator=self.generator)
+        self.trainer = _flowmc.ULAEBM(self._build_ebm(), n_chains=int(h["n_chains"]), ula_steps=int(h["ula_steps"]),
+                                      step=float(h["step"]), lr=float(h["lr"]), l2=float(h["l2"]),
+                                      generator=self.generator)
 
     def _proposal(self) -> GaussianBase:
         return self.trainer.ebm.base

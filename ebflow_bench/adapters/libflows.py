@@ -12,15 +12,20 @@ D = 2.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from baselines.mle_flows import LibraryFlow, check_kind, library_flow
-from ebflow.preprocessing import LogitTransform
-
+from .._lazy import lazy, no_grad
 from ..tasks import Task
 from .base import Adapter, HParam, count, positive, register
+
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+_mle = lazy("baselines.mle_flows")
+_pre = lazy("ebflow.preprocessing")
+
+if TYPE_CHECKING:
+    from baselines.mle_flows import LibraryFlow
 
 _NLL_CHUNK = 1024
 
@@ -40,14 +45,14 @@ class LibFlowAdapter(Adapter):
 
     @classmethod
     def check(cls, task: Task, dim: int, layers: int, hparams: dict[str, Any] | None = None) -> str | None:
-        return check_kind(cls.lib, cls.kind, dim, layers, task.image_shape)
+        return _mle.check_kind(cls.lib, cls.kind, dim, layers, task.image_shape)
 
     def build(self) -> None:
         image = self.task.image_shape is not None
         extra = {"autoregressive": bool(self.hparams["autoregressive"])} if "autoregressive" in self.hparams else {}
-        self.model: LibraryFlow = library_flow(
+        self.model: LibraryFlow = _mle.library_flow(
             self.lib, self.kind, self.dim, self.layers, hidden=int(self.hparams["hidden"]),
-            image_shape=self.task.image_shape, preprocessing=LogitTransform() if image else None, **extra,
+            image_shape=self.task.image_shape, preprocessing=_pre.LogitTransform() if image else None, **extra,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.hparams["lr"]))
         clip = self.hparams["clip"]
@@ -65,13 +70,13 @@ class LibFlowAdapter(Adapter):
         self.optimizer.step()
         return float(loss.detach())
 
-    @torch.no_grad()  # residual flows re-enable grad inside their blocks for the log-det estimate
+    @no_grad  # residual flows re-enable grad inside their blocks for the log-det estimate
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         parts = [-self.model.log_prob(chunk.to(self.device)) for chunk in x.split(_NLL_CHUNK)]
         return torch.cat(parts).to("cpu")
 
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int) -> torch.Tensor:
         self.model.eval()
         return self.model.sample(n).to("cpu", torch.float32)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
-from ..diagnostics import gaussian_fit
+from .._lazy import lazy
 from .base import Adapter, NLLUnavailable, register
+
+# torch and the method's library load when a cell builds the adapter; the declarations below do not need them
+# (the static checks of a matrix import no torch: ebflow_bench/_lazy.py)
+torch = lazy("torch")
+_diagnostics = lazy("ebflow_bench.diagnostics")
 
 
 class _Reference(Adapter):
@@ -73,7 +76,7 @@ class GaussianFitReference(_Reference):
         return {"covariance": 3 * 8 * dim * dim}
 
     def build(self) -> None:
-        self.fit = gaussian_fit(self.task)
+        self.fit = _diagnostics.gaussian_fit(self.task)
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,11 @@ def _rule_energy(df: pd.DataFrame) -> Verdict:
         got[task] = e
     parts, ok = [], True
     for task, e in got.items():
-        # a failed, diverged or degenerate comparator, or too few seeds: inconclusive
+        # a failed, diverged or degenerate comparator, or too few seeds: inconclusive. Each comparator is judged
+        # on its test NLL first, which every ML flow that finished has: one whose samples are non-finite has no
+        # sliced W2 value, and must read as the degenerate comparator it is, not as a cell that never ran
         ml = {f: {m: mean_se(seeds_of(df, f, task, m, seeds=SEEDS, broken="inconclusive", meaning=_ML_MEANS))[0]
-                  for m in ("sliced_wasserstein", "test_nll")} for f in ML_FLOWS}
+                  for m in ("test_nll", "sliced_wasserstein")} for f in ML_FLOWS}
         e_sw, e_nll = mean_se(e["sliced_wasserstein"])[0], mean_se(e["test_nll"])[0]
         flagged = n_degenerate(df, e["sliced_wasserstein"])
         best_m = min(ml, key=lambda k: ml[k]["sliced_wasserstein"])

@@ -23,10 +23,14 @@ get their own noise). On an image of another size the same rule is applied with 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+from .._lazy import lazy
 
-Tensor = torch.Tensor
+torch = lazy("torch")  # imported when a task is built (the static checks read only declarations)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: fraction of the side: the pad (ceil(32 * 0.04) in the official code) and the maximal translation
 CIFAR_TRANSLATE = 0.04

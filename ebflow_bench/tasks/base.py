@@ -25,12 +25,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
-Tensor = torch.Tensor
+from .._lazy import lazy
+
+torch = lazy("torch")  # imported when a task is built (the static checks read only declarations)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass

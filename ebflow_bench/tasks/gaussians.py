@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from .._lazy import lazy
 from .base import _LOG_2PI, Task, _from_sampler, _mixture_task, register_task
 
-Tensor = torch.Tensor
+torch = lazy("torch")  # imported when a task is built (the static checks read only declarations)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 # --- any-D Gaussians ----------------------------------------------------------------------------------------------

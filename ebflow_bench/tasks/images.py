@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from .._lazy import lazy
 from .augment import dequantize
 from .base import Task, _sizes, register_task
 
-Tensor = torch.Tensor
+torch = lazy("torch")  # imported when a task is built (the static checks read only declarations)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 # --- images (dequantized integers in [0, 1)) ---------------------------------------------------------------------

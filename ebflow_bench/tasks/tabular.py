@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .._lazy import lazy
 from .base import DATA_HASH_OPTION, Task, TaskUnavailable, _sizes, register_task
 from .images import _stratified_order  # noqa: F401
 
-Tensor = torch.Tensor
+torch = lazy("torch")  # imported when a task is built (the static checks read only declarations)
+
 
 
 # --- scikit-learn's bundled tabular data sets (standardised) ---------------------------------------------------
