@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy
@@ -47,3 +48,21 @@ def check_device(name: object, *, resolve: bool = True) -> tuple[str | None, str
     if index and int(index) >= torch.cuda.device_count():
         return None, f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)"
     return name, None
+
+
+@contextlib.contextmanager
+def cell_threads(n: int):
+    """torch and BLAS (numpy's too, through ``threadpoolctl``) at a cell's thread count ``n`` for the duration,
+    torch's count restored after. Every cell runs inside it (``runner.run_cell``), and so does a task built and
+    cached while validating (e.g. the ``gaussian`` task's float64 QR): Dask starts its workers with one BLAS
+    thread, and a float64 reduction summed in another order by more threads would differ in its last bits, so a
+    serial run equals a parallel one bit for bit."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n), user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)

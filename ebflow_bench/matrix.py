@@ -52,7 +52,6 @@ raises one :class:`MatrixError` listing every problem.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -370,23 +369,6 @@ def _check(cls: type, task: Any, dim: int, layers: int, hparams: dict[str, Any])
     return cls.check(task, dim, layers)
 
 
-@contextlib.contextmanager
-def _cell_threads(n: int):
-    """torch and BLAS at the cells' thread count ``n`` for the duration (restored after): a task built and
-    cached while validating (e.g. the ``gaussian`` task's float64 QR) then has the same last bits as one built
-    inside a cell, so a serial run equals a parallel one bit for bit."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        with threadpool_limits(limits=int(n), user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def check_static(matrix: Matrix) -> dict[str, type]:
     """The checks of :func:`validate` that build nothing (names, dims, budgets, hyperparameters, eval settings,
     the device) and the resource pre-flight (:func:`ebflow_bench.preflight.check_cells`); returns the adapter
@@ -503,7 +485,7 @@ def validate(matrix: Matrix) -> list[CellSpec]:
     import torch
 
     from . import preflight
-    from .device import check_device
+    from .device import cell_threads, check_device
     from .tasks import DATA_HASH_OPTION, TaskUnavailable, get_task, task_dim
 
     registry = check_static(matrix)
@@ -524,7 +506,7 @@ def validate(matrix: Matrix) -> list[CellSpec]:
                 preflight.announce(f"building task {c.task!r} at D={c.dim} to check its data (estimated "
                                    f"{preflight.fmt_bytes(size)})")
             try:
-                with _cell_threads(ev.threads):  # a task cached here is the one a serial run's cells reuse
+                with cell_threads(ev.threads):  # a task cached here is the one a serial run's cells reuse
                     task = get_task(c.task, dim=None if task_dim(c.task) is not None else c.dim, seed=c.data_seed,
                                     **c.task_options)
                 for split in ("train", "test"):

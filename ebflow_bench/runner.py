@@ -246,17 +246,16 @@ def run_cell(spec: CellSpec | dict[str, Any]) -> tuple[dict[str, Any], np.ndarra
     process or on a Dask worker alike: Dask starts its workers with one BLAS thread, and a float64 reduction
     summed in another order by more threads would differ in its last bits between a serial and a parallel run.
     """
-    from threadpoolctl import threadpool_limits
+    from .device import cell_threads
 
     spec = spec if isinstance(spec, CellSpec) else CellSpec.from_dict(spec)
-    with threadpool_limits(limits=spec.threads, user_api="blas"):
+    with cell_threads(spec.threads):
         return _run_cell(spec)
 
 
 def _run_cell(spec: CellSpec) -> tuple[dict[str, Any], np.ndarray | None]:
     from .adapters.base import NLLUnavailable
 
-    torch.set_num_threads(spec.threads)
     load_imports(spec.imports)
     from .diagnostics import diagnose
     from .matrix import adapter_registry
